@@ -1,0 +1,145 @@
+"""Argument checks shared by ``fastprop.reference`` and ``fastprop.core``.
+
+Both implementations validate through the same function so that they accept and reject
+exactly the same calls with the same messages. The compiled core relies on these checks:
+everything it reads or writes without the GIL has been sized and typed here first.
+"""
+
+import numbers
+
+import numpy as np
+
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+# loss name -> output activation it fixes (as scikit-learn's MLP pairs them)
+LOSSES = {
+    "squared_error": "identity",
+    "poisson": "exp",
+    "log_loss": "softmax",
+    "binary_log_loss": "logistic",
+}
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def _as_float_array(a, name, ndim):
+    if isinstance(a, (list, tuple)):
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name} could not be converted to an array: {exc}") from None
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}.")
+    if a.dtype.type not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {a.dtype}."
+        )
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {a.shape}.")
+    return a
+
+
+def check_activation_loss(activation, loss):
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"activation must be one of {ACTIVATIONS}, got {activation!r}."
+        )
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}.")
+
+
+def check_network(coefs, intercepts):
+    """Check the layer lists; return (coefs, intercepts, layer_sizes, dtype)."""
+    if not isinstance(coefs, (list, tuple)) or not isinstance(intercepts, (list, tuple)):
+        raise TypeError("coefs and intercepts must be lists of arrays.")
+    if len(coefs) == 0:
+        raise ValueError("coefs must hold at least one layer.")
+    if len(coefs) != len(intercepts):
+        raise ValueError(
+            f"coefs and intercepts must have the same length, got {len(coefs)} and "
+            f"{len(intercepts)}."
+        )
+    coefs = [_as_float_array(W, f"coefs[{i}]", 2) for i, W in enumerate(coefs)]
+    intercepts = [_as_float_array(b, f"intercepts[{i}]", 1) for i, b in enumerate(intercepts)]
+    dtype = coefs[0].dtype
+    for i, (W, b) in enumerate(zip(coefs, intercepts)):
+        if W.dtype != dtype or b.dtype != dtype:
+            raise TypeError(
+                f"all arrays must share one dtype (float32 or float64); coefs[0] is "
+                f"{dtype}, layer {i} has {W.dtype} and {b.dtype}."
+            )
+        if b.shape[0] != W.shape[1]:
+            raise ValueError(
+                f"intercepts[{i}] has shape {b.shape} but coefs[{i}] has "
+                f"{W.shape[1]} output units."
+            )
+        if i > 0 and W.shape[0] != coefs[i - 1].shape[1]:
+            raise ValueError(
+                f"coefs[{i}] has shape {W.shape} but the previous layer has "
+                f"{coefs[i - 1].shape[1]} units."
+            )
+        if W.shape[0] == 0 or W.shape[1] == 0:
+            raise ValueError(f"coefs[{i}] has an empty dimension: {W.shape}.")
+        if not (np.isfinite(W).all() and np.isfinite(b).all()):
+            raise ValueError(f"coefs[{i}] or intercepts[{i}] contains NaN or infinity.")
+    sizes = [coefs[0].shape[0]] + [W.shape[1] for W in coefs]
+    return coefs, intercepts, sizes, dtype
+
+
+def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_weight):
+    """Validate a ``loss_and_gradients`` call.
+
+    Returns ``(coefs, intercepts, X, Y, sample_weight, sizes, dtype)`` with arrays as
+    given (no copies); raises ``ValueError`` / ``TypeError`` with a message naming the
+    offending argument.
+    """
+    check_activation_loss(activation, loss)
+    coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
+    X = _as_float_array(X, "X", 2)
+    Y = _as_float_array(Y, "Y", 2)
+    if X.dtype != dtype or Y.dtype != dtype:
+        raise TypeError(
+            f"X, Y and the layers must share one dtype; the layers are {dtype}, X is "
+            f"{X.dtype}, Y is {Y.dtype}."
+        )
+    n_samples = X.shape[0]
+    if n_samples == 0:
+        raise ValueError("X has 0 samples; at least one is required.")
+    if X.shape[1] != sizes[0]:
+        raise ValueError(
+            f"X has {X.shape[1]} features but coefs[0] expects {sizes[0]}."
+        )
+    if Y.shape != (n_samples, sizes[-1]):
+        raise ValueError(
+            f"Y must have shape {(n_samples, sizes[-1])} (n_samples, n_outputs), "
+            f"got {Y.shape}."
+        )
+    if loss == "log_loss" and sizes[-1] < 2:
+        raise ValueError(
+            "loss='log_loss' (softmax output) needs at least 2 output columns; use "
+            "'binary_log_loss' for a single logistic output."
+        )
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity.")
+    if not np.isfinite(Y).all():
+        raise ValueError("Y contains NaN or infinity.")
+    if loss == "poisson" and (Y < 0).any():
+        raise ValueError("loss='poisson' requires non-negative targets Y.")
+    if not isinstance(alpha, numbers.Real) or isinstance(alpha, bool) or not (
+        np.isfinite(alpha) and alpha >= 0
+    ):
+        raise ValueError(f"alpha must be a finite real number >= 0, got {alpha!r}.")
+    if sample_weight is not None:
+        sample_weight = _as_float_array(sample_weight, "sample_weight", 1)
+        if sample_weight.dtype != dtype:
+            raise TypeError(
+                f"sample_weight must have dtype {dtype}, got {sample_weight.dtype}."
+            )
+        if sample_weight.shape[0] != n_samples:
+            raise ValueError(
+                f"sample_weight has {sample_weight.shape[0]} entries, X has "
+                f"{n_samples} samples."
+            )
+        if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+            raise ValueError("sample_weight must be finite and non-negative.")
+        if not sample_weight.sum() > 0:
+            raise ValueError("sample_weight must have a positive sum.")
+    return coefs, intercepts, X, Y, sample_weight, sizes, dtype

@@ -1,0 +1,307 @@
+"""fastprop's compiled backpropagation core.
+
+The thin Python layer over ``fastprop.core._kernels``: it validates what a caller passes
+(the same checks as ``fastprop.reference``), allocates every buffer once, and calls the
+kernels, which then run without the GIL.
+
+Public functions mirror ``fastprop.reference`` name for name:
+
+- ``loss_and_gradients(coefs, intercepts, X, Y, *, activation, loss, alpha, sample_weight)``
+- ``forward(coefs, intercepts, X, *, activation, loss)``
+- ``sgd_update`` / ``adam_update`` on flat vectors
+
+and ``Trainer`` holds the buffers of one network's minibatch training and runs whole
+epochs in compiled code (what the estimators are built on).
+"""
+
+import numpy as np
+
+from .._validation import LOSSES, check_activation_loss, check_loss_args, check_network
+from . import _kernels
+
+__all__ = [
+    "loss_and_gradients",
+    "forward",
+    "sgd_update",
+    "adam_update",
+    "Trainer",
+    "LossGradient",
+    "pack",
+    "unpack",
+    "ACTIVATION_CODES",
+    "LOSS_CODES",
+]
+
+# Must match the enums at the top of _kernels.pyx.
+ACTIVATION_CODES = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
+LOSS_CODES = {"squared_error": 0, "poisson": 1, "log_loss": 2, "binary_log_loss": 3}
+SOLVER_CODES = {"sgd": 0, "adam": 1}
+
+# Full-data passes (loss_and_gradients, forward) run in blocks of rows so that the
+# activation workspace stays near this many entries, whatever n_samples is.
+_BLOCK_ENTRIES = 1 << 20
+
+
+def _sizes_array(sizes):
+    return np.asarray(sizes, dtype=np.intp)
+
+
+def block_rows(sizes, n_samples):
+    """Rows per block for a full-data pass over ``n_samples`` samples."""
+    width = max(1, int(sum(sizes[1:])))
+    return int(max(1, min(n_samples, max(64, _BLOCK_ENTRIES // width))))
+
+
+def n_params(sizes):
+    """Length of the flat parameter vector of a network with these layer sizes."""
+    return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sum(sizes[1:]))
+
+
+def pack(coefs, intercepts, out=None):
+    """Flatten layers into one vector in scikit-learn's ``_pack`` order (W..., b...)."""
+    arrays = list(coefs) + list(intercepts)
+    total = sum(a.size for a in arrays)
+    if out is None:
+        out = np.empty(total, dtype=coefs[0].dtype)
+    pos = 0
+    for a in arrays:
+        out[pos : pos + a.size] = a.ravel()
+        pos += a.size
+    return out
+
+
+def unpack(flat, sizes):
+    """Views of a flat vector as (coefs, intercepts) lists; no copies."""
+    coefs, intercepts, pos = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        coefs.append(flat[pos : pos + n_in * n_out].reshape(n_in, n_out))
+        pos += n_in * n_out
+    for n_out in sizes[1:]:
+        intercepts.append(flat[pos : pos + n_out])
+        pos += n_out
+    return coefs, intercepts
+
+
+class LossGradient:
+    """Loss and gradient of one network on fixed data, as a function of the flat
+    parameter vector: what L-BFGS calls, with its workspaces allocated once.
+
+    ``X``, ``Y`` (and ``sample_weight``) must already be C-contiguous arrays of one
+    float dtype; ``fastprop.core.loss_and_gradients`` is the validating front door.
+    """
+
+    def __init__(self, sizes, X, Y, *, activation, loss, alpha=0.0, sample_weight=None):
+        self.sizes = _sizes_array(sizes)
+        self.dtype = X.dtype
+        self.X = np.ascontiguousarray(X)
+        self.Y = np.ascontiguousarray(Y, dtype=self.dtype)
+        self.sample_weight = (
+            np.empty(0, dtype=self.dtype)
+            if sample_weight is None
+            else np.ascontiguousarray(sample_weight, dtype=self.dtype)
+        )
+        self.activation = ACTIVATION_CODES[activation]
+        self.loss = LOSS_CODES[loss]
+        self.alpha = float(alpha)
+        self.rows = block_rows(sizes, self.X.shape[0])
+        work = self.rows * int(sum(sizes[1:]))
+        self.params = np.empty(n_params(sizes), dtype=self.dtype)
+        self.grads = np.empty_like(self.params)
+        self.acts = np.empty(work, dtype=self.dtype)
+        self.deltas = np.empty(work, dtype=self.dtype)
+
+    def __call__(self, params):
+        """Return (loss as float, gradient as a new float64 array) at ``params``."""
+        self.params[...] = params
+        value = self.compute()
+        return value, self.grads.astype(np.float64)
+
+    def compute(self):
+        """Loss at ``self.params``; the gradient is left in ``self.grads``."""
+        return _kernels.loss_grad(
+            self.sizes, self.activation, self.loss, self.params, self.X, self.Y,
+            self.sample_weight, self.alpha, self.grads, self.acts, self.deltas, self.rows,
+        )
+
+
+def loss_and_gradients(
+    coefs, intercepts, X, Y, *, activation, loss, alpha=0.0, sample_weight=None
+):
+    """Compiled twin of :func:`fastprop.reference.loss_and_gradients`.
+
+    Same arguments, same results to rounding; see the reference for the maths. X may
+    be any layout (non-contiguous or Fortran-ordered input is copied to C order once).
+    Returns ``(loss, coef_grads, intercept_grads)`` in the input dtype.
+    """
+    coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
+        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
+    )
+    f = LossGradient(
+        sizes, X, Y, activation=activation, loss=loss, alpha=alpha,
+        sample_weight=sample_weight,
+    )
+    pack(coefs, intercepts, out=f.params)
+    value = f.compute()
+    coef_grads, intercept_grads = unpack(f.grads, sizes)
+    return dtype.type(value), coef_grads, intercept_grads
+
+
+def forward(coefs, intercepts, X, *, activation, loss):
+    """Compiled twin of :func:`fastprop.reference.forward`: the network's output."""
+    check_activation_loss(activation, loss)
+    coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
+    X = np.asarray(X)
+    if X.dtype != dtype or X.ndim != 2 or X.shape[1] != sizes[0]:
+        raise ValueError(
+            f"X must be a 2-D {dtype} array with {sizes[0]} columns, got "
+            f"{X.dtype} {X.shape}."
+        )
+    return forward_flat(pack(coefs, intercepts), sizes, X, activation=activation, loss=loss)
+
+
+def forward_flat(params, sizes, X, *, activation, loss):
+    """``forward`` on a flat parameter vector, for callers that validated already."""
+    X = np.ascontiguousarray(X)
+    n = X.shape[0]
+    out = np.empty((n, sizes[-1]), dtype=X.dtype)
+    if n == 0:
+        return out
+    rows = block_rows(sizes, n)
+    acts = np.empty(rows * int(sum(sizes[1:])), dtype=X.dtype)
+    _kernels.forward(
+        _sizes_array(sizes), ACTIVATION_CODES[activation], LOSS_CODES[loss],
+        params, X, out, acts, rows,
+    )
+    return out
+
+
+def _check_flat(dtype, **arrays):
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != dtype:
+            raise TypeError(f"{name} must be a 1-D {dtype} array.")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be contiguous.")
+
+
+def sgd_update(params, grads, velocity, *, learning_rate, momentum, nesterov):
+    """Compiled twin of :func:`fastprop.reference.sgd_update` (in place)."""
+    dtype = np.asarray(params).dtype
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    _check_flat(dtype, params=params, grads=grads, velocity=velocity)
+    _kernels.sgd_update(
+        params, grads, velocity, learning_rate=learning_rate, momentum=momentum,
+        nesterov=bool(nesterov),
+    )
+
+
+def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilon):
+    """Compiled twin of :func:`fastprop.reference.adam_update` (in place)."""
+    dtype = np.asarray(params).dtype
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    _check_flat(dtype, params=params, grads=grads, m=m, v=v)
+    _kernels.adam_update(
+        params, grads, m, v, t=int(t), learning_rate=learning_rate, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon,
+    )
+
+
+class Trainer:
+    """Minibatch training of one network: optimizer state plus scratch buffers.
+
+    ``params`` is the caller's flat parameter vector (coefs_ / intercepts_ are views of
+    it) and is updated in place. The optimizer state (velocity, or Adam's moments and
+    step count) lives here and survives pickling; the scratch buffers do not (they are
+    rebuilt on the next epoch).
+
+    Parameters
+    ----------
+    sizes : sequence of int, ``[n_features, *hidden, n_outputs]``
+    activation, loss : names, as in ``loss_and_gradients``
+    params : float32 or float64 1-D array of length ``n_params(sizes)``
+    solver : {'sgd', 'adam'}
+    learning_rate : float (current rate; SGD schedules change it between epochs)
+    momentum, nesterov : SGD's
+    beta_1, beta_2, epsilon : Adam's
+    """
+
+    def __init__(
+        self, sizes, activation, loss, params, solver, *, learning_rate=0.001,
+        momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+    ):
+        check_activation_loss(activation, loss)
+        if solver not in SOLVER_CODES:
+            raise ValueError(f"solver must be 'sgd' or 'adam', got {solver!r}.")
+        self.sizes = [int(s) for s in sizes]
+        if not isinstance(params, np.ndarray) or params.dtype.type not in (
+            np.float32, np.float64
+        ):
+            raise TypeError("params must be a float32 or float64 array.")
+        if params.ndim != 1 or params.shape[0] != n_params(self.sizes):
+            raise ValueError(
+                f"params must be 1-D of length {n_params(self.sizes)}, got {params.shape}."
+            )
+        self.params = params
+        self.dtype = params.dtype
+        self.activation = activation
+        self.loss = loss
+        self.solver = solver
+        self.hyper = np.array(
+            [learning_rate, momentum, float(bool(nesterov)), beta_1, beta_2, epsilon],
+            dtype=np.float64,
+        )
+        self.state_1 = np.zeros_like(params)
+        self.state_2 = np.zeros_like(params) if solver == "adam" else np.empty(0, params.dtype)
+        self.counter = np.zeros(1, dtype=np.intp)
+        self._batch = 0
+
+    @property
+    def learning_rate(self):
+        return float(self.hyper[0])
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        self.hyper[0] = value
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        for name in ("_grads", "_acts", "_deltas", "_x_buf", "_y_buf", "_sw_buf"):
+            state.pop(name, None)
+        state["_batch"] = 0
+        return state
+
+    def _ensure_buffers(self, batch_size, weighted):
+        if batch_size > self._batch:
+            sizes, dt = self.sizes, self.dtype
+            work = batch_size * int(sum(sizes[1:]))
+            self._grads = np.empty(n_params(sizes), dtype=dt)
+            self._acts = np.empty(work, dtype=dt)
+            self._deltas = np.empty(work, dtype=dt)
+            self._x_buf = np.empty((batch_size, sizes[0]), dtype=dt)
+            self._y_buf = np.empty((batch_size, sizes[-1]), dtype=dt)
+            self._sw_buf = np.empty(batch_size, dtype=dt)
+            self._batch = batch_size
+
+    def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None):
+        """Train one epoch over (X, Y) in minibatches; return scikit-learn's
+        accumulated loss (sum of batch loss x batch length).
+
+        ``order`` (a permutation of ``range(n_samples)``, intp) visits the rows in that
+        order, gathering each minibatch into a reused buffer; without it rows are taken
+        in place, in order. X and Y must be C-contiguous arrays of ``params``'s dtype.
+        """
+        n = X.shape[0]
+        batch_size = int(max(1, min(batch_size, n)))
+        self._ensure_buffers(batch_size, sample_weight is not None)
+        empty = np.empty(0, dtype=self.dtype)
+        sw = empty if sample_weight is None else sample_weight
+        order = np.empty(0, dtype=np.intp) if order is None else order
+        return _kernels.train_epoch(
+            _sizes_array(self.sizes), ACTIVATION_CODES[self.activation],
+            LOSS_CODES[self.loss], self.params, self._grads, X, Y, sw, order,
+            batch_size, float(alpha), self._acts, self._deltas, self._x_buf,
+            self._y_buf, self._sw_buf, SOLVER_CODES[self.solver], self.state_1,
+            self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
+            self.counter,
+        )

@@ -1,0 +1,790 @@
+"""fastprop's compiled backpropagation kernels.
+
+Three layers, as in scikit-learn's ``_loss`` module:
+
+1. C point functions (``csrc/fp_math.h``): the stable sigmoid, log(1 + e^x), float maths
+   for float data.
+2. ``cdef ... nogil`` loops over contiguous buffers, fused over float / double: dense
+   forward (GEMM, then bias + activation in one pass), output activation + loss + delta
+   in one pass, backward (GEMMs, activation derivative fused into the delta together
+   with the intercept gradient), and the optimizer updates over ONE flat parameter
+   buffer.
+3. ``def`` entry points that check every shape, dtype and index before the GIL is
+   released. The Python layer (``fastprop.core``) validates user input and allocates;
+   the checks here are the last line of defence that keeps a wrong call from reading
+   or writing out of bounds.
+
+Memory layout of a network with L layers and ``sizes = [n_features, h_1, ..., n_outputs]``
+(scikit-learn's ``_pack`` order): the flat parameter vector holds W_1..W_L (each
+row-major, (sizes[l], sizes[l+1])) followed by b_1..b_L. Gradients use the same layout.
+The activation and delta workspaces hold, for a block of up to ``rows`` samples, the
+layer outputs A_1..A_L (each (rows, sizes[l+1]), row-major) one after another.
+
+Matrix products go to scipy's BLAS. BLAS is column-major; a row-major C = A @ B is the
+column-major C^T = B^T @ A^T, so operands are swapped (as sklearn/utils/_cython_blas.pyx).
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+import numpy as np
+
+cdef extern from "fp_math.h" nogil:
+    float fp_sigmoid_f(float x)
+    double fp_sigmoid_d(double x)
+    double fp_log1pexp_f(float x)
+    double fp_log1pexp_d(double x)
+    float fp_tanh_f(float x)
+    double fp_tanh_d(double x)
+    float fp_exp_f(float x)
+    double fp_exp_d(double x)
+    float fp_sqrt_f(float x)
+    double fp_sqrt_d(double x)
+    double fp_xlogx_d(double x)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fp_omp_max_threads(void) { return omp_get_max_threads(); }
+    static int fp_has_openmp(void) { return 1; }
+    #else
+    static int fp_omp_max_threads(void) { return 1; }
+    static int fp_has_openmp(void) { return 0; }
+    #endif
+    """
+    int fp_omp_max_threads() noexcept nogil
+    int fp_has_openmp() noexcept nogil
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+# Codes shared with fastprop/core/__init__.py (ACTIVATION_CODES, LOSS_CODES).
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_LOGISTIC = 1
+    ACT_TANH = 2
+    ACT_RELU = 3
+
+cdef enum:
+    LOSS_SQUARED = 0      # identity output
+    LOSS_POISSON = 1      # exp output
+    LOSS_LOG = 2          # softmax output
+    LOSS_BINARY_LOG = 3   # logistic output
+
+cdef enum:
+    SOLVER_SGD = 0
+    SOLVER_ADAM = 1
+
+# Elementwise passes smaller than this many entries stay on one thread: below it the
+# cost of waking an OpenMP team exceeds the work (measured by benchmarks/bench_core.py).
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 16
+# Check for Ctrl-C (and other signals) every this many minibatches.
+cdef Py_ssize_t SIGNAL_CHECK_EVERY = 8
+
+HAS_OPENMP = bool(fp_has_openmp())
+
+
+def openmp_max_threads():
+    """Threads an OpenMP parallel region would use now (1 without OpenMP)."""
+    return fp_omp_max_threads()
+
+
+# ---------------------------------------------------------------------------------------
+# Scalar helpers: pick the float or double C function at compile time.
+# ---------------------------------------------------------------------------------------
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return fp_exp_f(x)
+    else:
+        return fp_exp_d(x)
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    if floating is float:
+        return fp_sigmoid_f(x)
+    else:
+        return fp_sigmoid_d(x)
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return fp_tanh_f(x)
+    else:
+        return fp_tanh_d(x)
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return fp_sqrt_f(x)
+    else:
+        return fp_sqrt_d(x)
+
+cdef inline double _log1pexp(floating x) noexcept nogil:
+    if floating is float:
+        return fp_log1pexp_f(x)
+    else:
+        return fp_log1pexp_d(x)
+
+
+cdef inline void _gemm(
+    bint trans_a, bint trans_b, int m, int n, int k,
+    floating alpha, const floating* a, int lda, const floating* b, int ldb,
+    floating beta, floating* c, int ldc,
+) noexcept nogil:
+    """Row-major C (m, n) = alpha * op(A) @ op(B) + beta * C, via column-major BLAS."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
+              &beta, c, &ldc)
+
+
+# ---------------------------------------------------------------------------------------
+# Network layout
+# ---------------------------------------------------------------------------------------
+
+cdef struct Net:
+    int n_layers            # L, the number of weight layers
+    Py_ssize_t* sizes       # L + 1 unit counts
+    Py_ssize_t* w_off       # L offsets of W_l in the flat parameter vector
+    Py_ssize_t* b_off       # L offsets of b_l
+    Py_ssize_t* a_off       # L offsets of A_l / delta_l in the workspaces
+    Py_ssize_t n_coef       # number of weights (the L2-penalised prefix)
+    Py_ssize_t n_params
+    Py_ssize_t work_size    # rows * sum(sizes[1:]): length the workspaces need
+    int activation
+    int loss
+    int n_threads
+
+
+cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
+                  Py_ssize_t rows) except *:
+    """Fill a Net; the caller frees net.sizes (one block holds all four arrays)."""
+    cdef Net net
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0
+    if L < 1:
+        raise ValueError("sizes must hold at least two entries (inputs and outputs).")
+    if activation < ACT_IDENTITY or activation > ACT_RELU:
+        raise ValueError(f"unknown activation code {activation}")
+    if loss < LOSS_SQUARED or loss > LOSS_BINARY_LOG:
+        raise ValueError(f"unknown loss code {loss}")
+    for l in range(L + 1):
+        if sizes[l] < 1 or sizes[l] > 2**31 - 1:
+            raise ValueError(f"layer size {sizes[l]} out of range")
+    net.n_layers = <int> L
+    net.sizes = <Py_ssize_t*> malloc((4 * L + 1) * sizeof(Py_ssize_t))
+    if net.sizes == NULL:
+        raise MemoryError()
+    net.w_off = net.sizes + L + 1
+    net.b_off = net.w_off + L
+    net.a_off = net.b_off + L
+    for l in range(L + 1):
+        net.sizes[l] = sizes[l]
+    for l in range(L):
+        net.w_off[l] = off
+        off += sizes[l] * sizes[l + 1]
+    net.n_coef = off
+    for l in range(L):
+        net.b_off[l] = off
+        off += sizes[l + 1]
+    net.n_params = off
+    off = 0
+    for l in range(L):
+        net.a_off[l] = off
+        off += rows * sizes[l + 1]
+    net.work_size = off
+    net.activation = activation
+    net.loss = loss
+    net.n_threads = fp_omp_max_threads()
+    return net
+
+
+cdef inline Py_ssize_t _rows_for(Net* net) noexcept nogil:
+    """Rows a workspace was sized for, recovered from the layout."""
+    cdef Py_ssize_t total = 0, l
+    for l in range(net.n_layers):
+        total += net.sizes[l + 1]
+    return net.work_size // total
+
+
+# ---------------------------------------------------------------------------------------
+# Forward pass
+# ---------------------------------------------------------------------------------------
+
+cdef void _bias_activation(
+    floating* Z,              # INOUT (n, c): Z + b, then the activation, in place
+    const floating* b,        # IN    (c,)
+    Py_ssize_t n, Py_ssize_t c, int activation, int n_threads,
+) noexcept nogil:
+    """One pass over a GEMM output: add the intercepts and apply the activation."""
+    cdef Py_ssize_t i
+    if n_threads > 1 and n * c >= PARALLEL_MIN_ENTRIES:
+        # Purely elementwise: the result does not depend on the thread count.
+        for i in prange(n, schedule="static", num_threads=n_threads):
+            _bias_activation_row(Z + i * c, b, c, activation)
+    else:
+        for i in range(n):
+            _bias_activation_row(Z + i * c, b, c, activation)
+
+
+cdef inline void _bias_activation_row(
+    floating* row, const floating* b, Py_ssize_t c, int activation
+) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating z
+    if activation == ACT_RELU:
+        for j in range(c):
+            z = row[j] + b[j]
+            row[j] = z if z > 0 else 0
+    elif activation == ACT_TANH:
+        for j in range(c):
+            row[j] = _tanh(row[j] + b[j])
+    elif activation == ACT_LOGISTIC:
+        for j in range(c):
+            row[j] = _sigmoid(row[j] + b[j])
+    else:
+        for j in range(c):
+            row[j] = row[j] + b[j]
+
+
+cdef void _forward(
+    Net* net,
+    const floating* params,   # IN  (n_params,)
+    const floating* X,        # IN  (n, sizes[0])
+    Py_ssize_t n,
+    floating* acts,           # OUT workspace: A_1..A_{L-1}, and Z_L (output logits)
+) noexcept nogil:
+    """Hidden layers through their activation; the output layer stops at the logits
+    Z_L, which the loss (or ``_output_activation``) consumes."""
+    cdef int l, L = net.n_layers
+    cdef const floating* A = X
+    cdef floating* Z
+    cdef Py_ssize_t n_in, n_out
+    for l in range(L):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        Z = acts + net.a_off[l]
+        _gemm(False, False, <int> n, <int> n_out, <int> n_in,
+              <floating> 1.0, A, <int> n_in, params + net.w_off[l], <int> n_out,
+              <floating> 0.0, Z, <int> n_out)
+        _bias_activation(Z, params + net.b_off[l], n, n_out,
+                         net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads)
+        A = Z
+
+
+cdef void _output_activation(
+    floating* Z, Py_ssize_t n, Py_ssize_t c, int loss
+) noexcept nogil:
+    """Logits to outputs in place: identity, exp, softmax or logistic."""
+    cdef Py_ssize_t i, j
+    cdef floating* row
+    cdef floating zmax, s
+    for i in range(n):
+        row = Z + i * c
+        if loss == LOSS_POISSON:
+            for j in range(c):
+                row[j] = _exp(row[j])
+        elif loss == LOSS_BINARY_LOG:
+            for j in range(c):
+                row[j] = _sigmoid(row[j])
+        elif loss == LOSS_LOG:
+            zmax = row[0]
+            for j in range(1, c):
+                if row[j] > zmax:
+                    zmax = row[j]
+            s = 0
+            for j in range(c):
+                row[j] = _exp(row[j] - zmax)
+                s = s + row[j]
+            for j in range(c):
+                row[j] = row[j] / s
+
+
+# ---------------------------------------------------------------------------------------
+# Loss and output delta
+# ---------------------------------------------------------------------------------------
+
+cdef double _loss_delta(
+    Net* net,
+    const floating* Z,        # IN  (n, c) output logits
+    const floating* Y,        # IN  (n, c) targets
+    const floating* sw,       # IN  (n,) sample weights, or NULL for all ones
+    Py_ssize_t n,
+    floating* D,              # OUT (n, c) delta = w_i * (P - Y)
+    floating* gb,             # INOUT (c,) intercept gradient: += column sums of D
+) noexcept nogil:
+    """Output activation, loss and delta in one pass over the logits.
+
+    Returns sum_i w_i * ell(y_i, z_i) in double. With the canonical link of each loss,
+    d ell / d z = P - Y, so the delta needs no derivative of the output activation.
+    """
+    cdef Py_ssize_t i, j, c = net.sizes[net.n_layers]
+    cdef int loss = net.loss
+    cdef const floating* z
+    cdef const floating* y
+    cdef floating* d
+    cdef floating w = 1, p, zmax, s, diff
+    cdef double total = 0.0, row_loss, lse, ysum
+    for i in range(n):
+        z = Z + i * c
+        y = Y + i * c
+        d = D + i * c
+        if sw != NULL:
+            w = sw[i]
+        row_loss = 0.0
+        if loss == LOSS_SQUARED:
+            for j in range(c):
+                diff = z[j] - y[j]
+                row_loss += 0.5 * (<double> diff) * diff
+                d[j] = w * diff
+        elif loss == LOSS_BINARY_LOG:
+            # ell = log(1 + e^z) - y z   (= -y log s(z) - (1 - y) log(1 - s(z)))
+            for j in range(c):
+                row_loss += _log1pexp(z[j]) - (<double> y[j]) * z[j]
+                d[j] = w * (_sigmoid(z[j]) - y[j])
+        elif loss == LOSS_LOG:
+            # ell = sum_k y_k (logsumexp(z) - z_k), from max-shifted logits
+            zmax = z[0]
+            for j in range(1, c):
+                if z[j] > zmax:
+                    zmax = z[j]
+            s = 0
+            for j in range(c):
+                p = _exp(z[j] - zmax)
+                d[j] = p
+                s = s + p
+            lse = zmax + _log_double(s)
+            ysum = 0.0
+            for j in range(c):
+                row_loss -= (<double> y[j]) * z[j]
+                ysum += y[j]
+                d[j] = w * (d[j] / s - y[j])
+            row_loss += ysum * lse
+        else:  # LOSS_POISSON: ell = y log y - y z - y + e^z  (half Poisson deviance)
+            for j in range(c):
+                p = _exp(z[j])
+                row_loss += fp_xlogx_d(y[j]) - (<double> y[j]) * z[j] - y[j] + p
+                d[j] = w * (p - y[j])
+        total += w * row_loss
+        for j in range(c):
+            gb[j] = gb[j] + d[j]
+    return total
+
+
+cdef extern from "<math.h>" nogil:
+    double _log_double "log"(double x)
+
+
+# ---------------------------------------------------------------------------------------
+# Backward pass
+# ---------------------------------------------------------------------------------------
+
+cdef void _derivative_colsum(
+    floating* D,              # INOUT (n, c): D * f'(Z), with f' written through A = f(Z)
+    const floating* A,        # IN    (n, c) the layer's activations
+    Py_ssize_t n, Py_ssize_t c, int activation,
+    floating* gb,             # INOUT (c,): += column sums of the new D
+) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef floating* d
+    cdef const floating* a
+    for i in range(n):
+        d = D + i * c
+        a = A + i * c
+        if activation == ACT_RELU:
+            for j in range(c):
+                d[j] = d[j] if a[j] > 0 else 0
+        elif activation == ACT_TANH:
+            for j in range(c):
+                d[j] = d[j] * (1 - a[j] * a[j])
+        elif activation == ACT_LOGISTIC:
+            for j in range(c):
+                d[j] = d[j] * (a[j] * (1 - a[j]))
+        for j in range(c):
+            gb[j] = gb[j] + d[j]
+
+
+cdef void _backward(
+    Net* net,
+    const floating* params,   # IN  (n_params,)
+    const floating* X,        # IN  (n, sizes[0])
+    Py_ssize_t n,
+    const floating* acts,     # IN  workspace from _forward
+    floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
+    floating* grads,          # INOUT (n_params,) raw sums: W-part overwritten (beta=0) or
+                              #       accumulated (beta=1); b-part always accumulated
+    floating beta,
+) noexcept nogil:
+    """dL/dW_l = A_{l-1}^T delta_l; delta_{l-1} = (delta_l W_l^T) * f'(A_{l-1})."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef const floating* A_prev
+    cdef floating* D
+    cdef floating* D_prev
+    for l in range(L - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        A_prev = X if l == 0 else acts + net.a_off[l - 1]
+        D = deltas + net.a_off[l]
+        _gemm(True, False, <int> n_in, <int> n_out, <int> n,
+              <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
+              beta, grads + net.w_off[l], <int> n_out)
+        if l > 0:
+            D_prev = deltas + net.a_off[l - 1]
+            _gemm(False, True, <int> n, <int> n_in, <int> n_out,
+                  <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
+                  <floating> 0.0, D_prev, <int> n_in)
+            _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
+                               grads + net.b_off[l - 1])
+
+
+cdef double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    for i in range(n):
+        s += (<double> a[i]) * a[i]
+    return s
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer updates: one fused loop over the flat parameter vector
+# ---------------------------------------------------------------------------------------
+
+cdef double _sgd_step(
+    floating* params, const floating* grads, floating* velocity,
+    Py_ssize_t n_coef, Py_ssize_t n_params,
+    floating scale, floating alpha, floating lr, floating momentum, bint nesterov,
+) noexcept nogil:
+    """g = scale * (grad + alpha W) on weights, scale * grad on intercepts;
+    v <- momentum v - lr g; params += (momentum v - lr g) if nesterov else v.
+    Returns sum ||W||^2 of the updated weights (the next step's L2 term)."""
+    cdef Py_ssize_t i
+    cdef floating g, v
+    cdef double sq = 0.0
+    for i in range(n_params):
+        g = grads[i] + alpha * params[i] if i < n_coef else grads[i]
+        g = g * scale
+        v = momentum * velocity[i] - lr * g
+        velocity[i] = v
+        if nesterov:
+            params[i] = params[i] + (momentum * v - lr * g)
+        else:
+            params[i] = params[i] + v
+        if i < n_coef:
+            sq += (<double> params[i]) * params[i]
+    return sq
+
+
+cdef double _adam_step(
+    floating* params, const floating* grads, floating* m, floating* v,
+    Py_ssize_t n_coef, Py_ssize_t n_params,
+    floating scale, floating alpha, floating step, floating beta_1, floating beta_2,
+    floating epsilon,
+) noexcept nogil:
+    """m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+    params -= step * m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t).
+    Returns sum ||W||^2 of the updated weights."""
+    cdef Py_ssize_t i
+    cdef floating g, mi, vi
+    cdef floating one_b1 = 1 - beta_1, one_b2 = 1 - beta_2
+    cdef double sq = 0.0
+    for i in range(n_params):
+        g = grads[i] + alpha * params[i] if i < n_coef else grads[i]
+        g = g * scale
+        mi = beta_1 * m[i] + one_b1 * g
+        vi = beta_2 * v[i] + one_b2 * (g * g)
+        m[i] = mi
+        v[i] = vi
+        params[i] = params[i] - step * mi / (_sqrt(vi) + epsilon)
+        if i < n_coef:
+            sq += (<double> params[i]) * params[i]
+    return sq
+
+
+# ---------------------------------------------------------------------------------------
+# def entry points: every check happens here, before the GIL is released
+# ---------------------------------------------------------------------------------------
+
+cdef _check_len(str name, Py_ssize_t got, Py_ssize_t need):
+    if got < need:
+        raise ValueError(f"{name} has {got} entries, needs at least {need}.")
+
+
+def loss_grad(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    const floating[::1] params,          # IN  (n_params,)
+    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
+    const floating[:, ::1] Y,            # IN  (n_samples, sizes[-1])
+    const floating[::1] sample_weight,   # IN  (n_samples,) or (0,) for none
+    double alpha,
+    floating[::1] grads,                 # OUT (n_params,)
+    floating[::1] acts,                  # scratch (rows * sum(sizes[1:]),)
+    floating[::1] deltas,                # scratch, as acts
+    Py_ssize_t rows,                     # block size the scratch was sized for
+):
+    """Full-data loss and gradient (normalised, L2 included), in blocks of ``rows``.
+
+    Gradients are sums over samples, so processing X block by block with accumulating
+    GEMMs (beta = 1) gives the full gradient with memory bounded by the block.
+    Returns the loss as a Python float.
+    """
+    cdef Py_ssize_t n = X.shape[0], start, nb, i
+    cdef const floating* sw = NULL
+    cdef double data = 0.0, s, sq
+    cdef floating beta = 0
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        _check_len("params", params.shape[0], net.n_params)
+        _check_len("grads", grads.shape[0], net.n_params)
+        _check_len("acts", acts.shape[0], net.work_size)
+        _check_len("deltas", deltas.shape[0], net.work_size)
+        if n < 1 or X.shape[1] != sizes[0]:
+            raise ValueError(f"X has shape ({X.shape[0]}, {X.shape[1]}), expected (n>=1, {sizes[0]}).")
+        if Y.shape[0] != n or Y.shape[1] != sizes[net.n_layers]:
+            raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}), expected ({n}, {sizes[net.n_layers]}).")
+        if sample_weight.shape[0] != 0 and sample_weight.shape[0] != n:
+            raise ValueError("sample_weight must have n_samples entries (or none).")
+        if sample_weight.shape[0] == n:
+            sw = &sample_weight[0]
+            s = 0.0
+            for i in range(n):
+                s += sw[i]
+        else:
+            s = <double> n
+        if not s > 0:
+            raise ValueError("sample weights must have a positive sum.")
+        with nogil:
+            # intercept gradients accumulate column sums: start from zero
+            memset(&grads[net.n_coef], 0, (net.n_params - net.n_coef) * sizeof(floating))
+            start = 0
+            while start < n:
+                nb = rows if n - start > rows else n - start
+                _forward(&net, &params[0], &X[start, 0], nb, &acts[0])
+                data += _loss_delta(
+                    &net, &acts[net.a_off[net.n_layers - 1]], &Y[start, 0],
+                    sw + start if sw != NULL else NULL, nb,
+                    &deltas[net.a_off[net.n_layers - 1]], &grads[net.b_off[net.n_layers - 1]])
+                _backward(&net, &params[0], &X[start, 0], nb, &acts[0], &deltas[0],
+                          &grads[0], beta)
+                beta = 1
+                start += nb
+            # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
+            sq = 0.0
+            for i in range(net.n_coef):
+                grads[i] = (grads[i] + <floating> alpha * params[i]) / <floating> s
+                sq += (<double> params[i]) * params[i]
+            for i in range(net.n_coef, net.n_params):
+                grads[i] = grads[i] / <floating> s
+        return data / s + 0.5 * alpha * sq / s
+    finally:
+        free(net.sizes)
+
+
+def forward(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    const floating[::1] params,          # IN  (n_params,)
+    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
+    floating[:, ::1] out,                # OUT (n_samples, sizes[-1]) network output P
+    floating[::1] acts,                  # scratch (rows * sum(sizes[1:]),)
+    Py_ssize_t rows,
+):
+    """The network output P = g(Z_L) for X, in blocks of ``rows`` samples."""
+    cdef Py_ssize_t n = X.shape[0], start, nb, c
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        c = sizes[net.n_layers]
+        _check_len("params", params.shape[0], net.n_params)
+        _check_len("acts", acts.shape[0], net.work_size)
+        if X.shape[1] != sizes[0]:
+            raise ValueError(f"X has {X.shape[1]} features, expected {sizes[0]}.")
+        if out.shape[0] != n or out.shape[1] != c:
+            raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}), expected ({n}, {c}).")
+        with nogil:
+            start = 0
+            while start < n:
+                nb = rows if n - start > rows else n - start
+                _forward(&net, &params[0], &X[start, 0], nb, &acts[0])
+                _output_activation(&acts[net.a_off[net.n_layers - 1]], nb, c, loss)
+                memcpy(&out[start, 0], &acts[net.a_off[net.n_layers - 1]],
+                       nb * c * sizeof(floating))
+                start += nb
+    finally:
+        free(net.sizes)
+
+
+def sgd_update(
+    floating[::1] params, const floating[::1] grads, floating[::1] velocity,
+    *, double learning_rate, double momentum, bint nesterov,
+):
+    """One SGD step in place over flat vectors (gradients already normalised)."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or velocity.shape[0] != n:
+        raise ValueError("params, grads and velocity must have the same length.")
+    with nogil:
+        _sgd_step(&params[0], &grads[0], &velocity[0], 0, n, 1, 0,
+                  <floating> learning_rate, <floating> momentum, nesterov)
+
+
+def adam_update(
+    floating[::1] params, const floating[::1] grads, floating[::1] m, floating[::1] v,
+    *, Py_ssize_t t, double learning_rate, double beta_1, double beta_2, double epsilon,
+):
+    """One Adam step in place over flat vectors (``t`` counts from 1)."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError("params, grads, m and v must have the same length.")
+    if t < 1:
+        raise ValueError("t counts updates from 1.")
+    cdef double step = learning_rate * (1 - beta_2 ** t) ** 0.5 / (1 - beta_1 ** t)
+    with nogil:
+        _adam_step(&params[0], &grads[0], &m[0], &v[0], 0, n, 1, 0,
+                   <floating> step, <floating> beta_1, <floating> beta_2,
+                   <floating> epsilon)
+
+
+def train_epoch(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    floating[::1] params,                # INOUT (n_params,)
+    floating[::1] grads,                 # scratch (n_params,)
+    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
+    const floating[:, ::1] Y,            # IN  (n_samples, sizes[-1])
+    const floating[::1] sample_weight,   # IN  (n_samples,) or (0,) for none
+    const Py_ssize_t[::1] order,         # IN  sample order (a permutation), or (0,): 0..n-1
+    Py_ssize_t batch_size, double alpha,
+    floating[::1] acts, floating[::1] deltas,   # scratch (batch_size * sum(sizes[1:]),)
+    floating[:, ::1] x_buf,              # scratch (batch_size, sizes[0]) gathered rows
+    floating[:, ::1] y_buf,              # scratch (batch_size, sizes[-1])
+    floating[::1] sw_buf,                # scratch (batch_size,)
+    int solver,                          # 0 sgd, 1 adam
+    floating[::1] state_1,               # sgd: velocity; adam: first moment m
+    floating[::1] state_2,               # adam: second moment v (unused by sgd)
+    const double[::1] hyper,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
+    Py_ssize_t[::1] counter,             # (1,): adam's update count t, advanced in place
+):
+    """One epoch of minibatch training, without the GIL and without allocating.
+
+    For each minibatch (rows gathered by index into the reused buffers when ``order``
+    is given): forward, loss and delta, backward, and one fused optimizer step on the
+    flat parameter vector. Gradients are normalised by the batch's weight sum, with the
+    L2 term alpha W, as scikit-learn does. A batch whose weights sum to zero carries no
+    information and is skipped.
+
+    Returns the sum over batches of (batch loss x batch length), scikit-learn's
+    ``accumulated_loss``: divide by n_samples for the epoch's loss.
+    """
+    cdef Py_ssize_t n = X.shape[0], n_feat, n_out, start, nb, r, src, i
+    cdef Py_ssize_t b = 0
+    cdef bint gather = order.shape[0] > 0
+    cdef bint weighted = sample_weight.shape[0] > 0
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* swb
+    cdef double acc = 0.0, s, data, sq
+    cdef double step
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, batch_size)
+    try:
+        n_feat = sizes[0]
+        n_out = sizes[net.n_layers]
+        _check_len("params", params.shape[0], net.n_params)
+        _check_len("grads", grads.shape[0], net.n_params)
+        _check_len("acts", acts.shape[0], net.work_size)
+        _check_len("deltas", deltas.shape[0], net.work_size)
+        _check_len("state_1", state_1.shape[0], net.n_params)
+        if solver == SOLVER_ADAM:
+            _check_len("state_2", state_2.shape[0], net.n_params)
+        elif solver != SOLVER_SGD:
+            raise ValueError(f"unknown solver code {solver}")
+        _check_len("hyper", hyper.shape[0], 6)
+        _check_len("counter", counter.shape[0], 1)
+        if n < 1 or X.shape[1] != n_feat:
+            raise ValueError(f"X has shape ({X.shape[0]}, {X.shape[1]}), expected (n>=1, {n_feat}).")
+        if Y.shape[0] != n or Y.shape[1] != n_out:
+            raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}), expected ({n}, {n_out}).")
+        if weighted and sample_weight.shape[0] != n:
+            raise ValueError("sample_weight must have n_samples entries (or none).")
+        if gather:
+            if order.shape[0] != n:
+                raise ValueError("order must have n_samples entries (or none).")
+            for i in range(n):
+                if order[i] < 0 or order[i] >= n:
+                    raise ValueError(f"order[{i}] = {order[i]} is out of range.")
+            if x_buf.shape[0] < batch_size or x_buf.shape[1] != n_feat:
+                raise ValueError("x_buf must have shape (batch_size, n_features).")
+            if y_buf.shape[0] < batch_size or y_buf.shape[1] != n_out:
+                raise ValueError("y_buf must have shape (batch_size, n_outputs).")
+            if weighted:
+                _check_len("sw_buf", sw_buf.shape[0], batch_size)
+        sq = _sum_squares(&params[0], net.n_coef)
+        with nogil:
+            start = 0
+            while start < n:
+                nb = batch_size if n - start > batch_size else n - start
+                # -- the minibatch: rows of X, Y, weights, gathered or sliced ----------
+                if gather:
+                    for r in range(nb):
+                        src = order[start + r]
+                        memcpy(&x_buf[r, 0], &X[src, 0], n_feat * sizeof(floating))
+                        memcpy(&y_buf[r, 0], &Y[src, 0], n_out * sizeof(floating))
+                        if weighted:
+                            sw_buf[r] = sample_weight[src]
+                    Xb = &x_buf[0, 0]
+                    Yb = &y_buf[0, 0]
+                    swb = &sw_buf[0] if weighted else NULL
+                else:
+                    Xb = &X[start, 0]
+                    Yb = &Y[start, 0]
+                    swb = &sample_weight[start] if weighted else NULL
+                if swb != NULL:
+                    s = 0.0
+                    for r in range(nb):
+                        s += swb[r]
+                else:
+                    s = <double> nb
+                if s > 0:
+                    # -- forward, loss + delta, backward ------------------------------
+                    memset(&grads[net.n_coef], 0,
+                           (net.n_params - net.n_coef) * sizeof(floating))
+                    _forward(&net, &params[0], Xb, nb, &acts[0])
+                    data = _loss_delta(
+                        &net, &acts[net.a_off[net.n_layers - 1]], Yb, swb, nb,
+                        &deltas[net.a_off[net.n_layers - 1]],
+                        &grads[net.b_off[net.n_layers - 1]])
+                    _backward(&net, &params[0], Xb, nb, &acts[0], &deltas[0],
+                              &grads[0], <floating> 0.0)
+                    # scikit-learn's batch loss (L2 term from the weights used for
+                    # this batch), weighted by the batch length
+                    acc += (data / s + 0.5 * alpha * sq / s) * nb
+                    # -- one fused optimizer step; it returns the next ||W||^2 -------
+                    if solver == SOLVER_SGD:
+                        sq = _sgd_step(
+                            &params[0], &grads[0], &state_1[0], net.n_coef, net.n_params,
+                            <floating> (1.0 / s), <floating> alpha,
+                            <floating> hyper[0], <floating> hyper[1], hyper[2] != 0)
+                    else:
+                        counter[0] += 1
+                        step = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
+                            1 - hyper[3] ** counter[0])
+                        sq = _adam_step(
+                            &params[0], &grads[0], &state_1[0], &state_2[0],
+                            net.n_coef, net.n_params,
+                            <floating> (1.0 / s), <floating> alpha, <floating> step,
+                            <floating> hyper[3], <floating> hyper[4], <floating> hyper[5])
+                start += nb
+                b += 1
+                if b % SIGNAL_CHECK_EVERY == 0:
+                    with gil:
+                        PyErr_CheckSignals()
+        return acc
+    finally:
+        free(net.sizes)
