@@ -15,6 +15,7 @@ epochs in compiled code (what the estimators are built on).
 """
 
 import numpy as np
+import scipy.sparse as sp
 
 from .._validation import LOSSES, check_activation_loss, check_loss_args, check_network
 from . import _kernels
@@ -40,6 +41,22 @@ SOLVER_CODES = {"sgd": 0, "adam": 1}
 # Full-data passes (loss_and_gradients, forward) run in blocks of rows so that the
 # activation workspace stays near this many entries, whatever n_samples is.
 _BLOCK_ENTRIES = 1 << 20
+
+
+def csr_parts(X):
+    """(data, indices, indptr) of a sparse matrix as the kernels take them: CSR, C
+    contiguous, indices and indptr as intp. CSC and other formats are converted (the
+    sparse matrix is copied, never densified)."""
+    X = X.tocsr() if X.format != "csr" else X
+    if not X.has_canonical_format:
+        # sum duplicates / sort indices on a copy; the caller's matrix is untouched
+        X = X.copy()
+        X.sum_duplicates()
+    return (
+        np.ascontiguousarray(X.data),
+        np.ascontiguousarray(X.indices, dtype=np.intp),
+        np.ascontiguousarray(X.indptr, dtype=np.intp),
+    )
 
 
 def _sizes_array(sizes):
@@ -93,7 +110,11 @@ class LossGradient:
     def __init__(self, sizes, X, Y, *, activation, loss, alpha=0.0, sample_weight=None):
         self.sizes = _sizes_array(sizes)
         self.dtype = X.dtype
-        self.X = np.ascontiguousarray(X)
+        self.n_samples = X.shape[0]
+        if sp.issparse(X):
+            self.X, self.X_csr = None, csr_parts(X)
+        else:
+            self.X, self.X_csr = np.ascontiguousarray(X), None
         self.Y = np.ascontiguousarray(Y, dtype=self.dtype)
         self.sample_weight = (
             np.empty(0, dtype=self.dtype)
@@ -103,7 +124,7 @@ class LossGradient:
         self.activation = ACTIVATION_CODES[activation]
         self.loss = LOSS_CODES[loss]
         self.alpha = float(alpha)
-        self.rows = block_rows(sizes, self.X.shape[0])
+        self.rows = block_rows(sizes, self.n_samples)
         work = self.rows * int(sum(sizes[1:]))
         self.params = np.empty(n_params(sizes), dtype=self.dtype)
         self.grads = np.empty_like(self.params)
@@ -118,6 +139,12 @@ class LossGradient:
 
     def compute(self):
         """Loss at ``self.params``; the gradient is left in ``self.grads``."""
+        if self.X_csr is not None:
+            return _kernels.loss_grad_csr(
+                self.sizes, self.activation, self.loss, self.params, *self.X_csr,
+                self.Y, self.sample_weight, self.alpha, self.grads, self.acts,
+                self.deltas, self.rows,
+            )
         return _kernels.loss_grad(
             self.sizes, self.activation, self.loss, self.params, self.X, self.Y,
             self.sample_weight, self.alpha, self.grads, self.acts, self.deltas, self.rows,
@@ -160,18 +187,20 @@ def forward(coefs, intercepts, X, *, activation, loss):
 
 
 def forward_flat(params, sizes, X, *, activation, loss):
-    """``forward`` on a flat parameter vector, for callers that validated already."""
-    X = np.ascontiguousarray(X)
+    """``forward`` on a flat parameter vector, for callers that validated already.
+
+    X is a dense array or a scipy sparse matrix of ``params``'s dtype."""
     n = X.shape[0]
-    out = np.empty((n, sizes[-1]), dtype=X.dtype)
+    out = np.empty((n, sizes[-1]), dtype=params.dtype)
     if n == 0:
         return out
     rows = block_rows(sizes, n)
-    acts = np.empty(rows * int(sum(sizes[1:])), dtype=X.dtype)
-    _kernels.forward(
-        _sizes_array(sizes), ACTIVATION_CODES[activation], LOSS_CODES[loss],
-        params, X, out, acts, rows,
-    )
+    acts = np.empty(rows * int(sum(sizes[1:])), dtype=params.dtype)
+    args = (_sizes_array(sizes), ACTIVATION_CODES[activation], LOSS_CODES[loss], params)
+    if sp.issparse(X):
+        _kernels.forward_csr(*args, *csr_parts(X), out, acts, rows)
+    else:
+        _kernels.forward(*args, np.ascontiguousarray(X), out, acts, rows)
     return out
 
 
@@ -289,19 +318,24 @@ class Trainer:
 
         ``order`` (a permutation of ``range(n_samples)``, intp) visits the rows in that
         order, gathering each minibatch into a reused buffer; without it rows are taken
-        in place, in order. X and Y must be C-contiguous arrays of ``params``'s dtype.
+        in place, in order. X is a C-contiguous array of ``params``'s dtype, or the
+        ``csr_parts`` tuple of a sparse X (converted once per fit by the caller); Y is
+        C-contiguous.
         """
-        n = X.shape[0]
+        n = Y.shape[0]
         batch_size = int(max(1, min(batch_size, n)))
         self._ensure_buffers(batch_size, sample_weight is not None)
-        empty = np.empty(0, dtype=self.dtype)
-        sw = empty if sample_weight is None else sample_weight
+        sw = np.empty(0, dtype=self.dtype) if sample_weight is None else sample_weight
         order = np.empty(0, dtype=np.intp) if order is None else order
+        head = (_sizes_array(self.sizes), ACTIVATION_CODES[self.activation],
+                LOSS_CODES[self.loss], self.params, self._grads)
+        tail = (SOLVER_CODES[self.solver], self.state_1,
+                self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
+                self.counter)
+        if isinstance(X, tuple):
+            return _kernels.train_epoch_csr(
+                *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
+                self._deltas, self._y_buf, self._sw_buf, *tail)
         return _kernels.train_epoch(
-            _sizes_array(self.sizes), ACTIVATION_CODES[self.activation],
-            LOSS_CODES[self.loss], self.params, self._grads, X, Y, sw, order,
-            batch_size, float(alpha), self._acts, self._deltas, self._x_buf,
-            self._y_buf, self._sw_buf, SOLVER_CODES[self.solver], self.state_1,
-            self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
-            self.counter,
-        )
+            *head, X, Y, sw, order, batch_size, float(alpha), self._acts, self._deltas,
+            self._x_buf, self._y_buf, self._sw_buf, *tail)

@@ -252,10 +252,73 @@ cdef inline void _bias_activation_row(
             row[j] = row[j] + b[j]
 
 
+cdef struct CSR:
+    # A block of rows of a CSR matrix: the first layer's input when X is sparse.
+    const void* data          # floating values (nnz,)
+    const Py_ssize_t* indices # column of each value (nnz,), checked < n_features
+    const Py_ssize_t* indptr  # (n_samples + 1,), checked monotone
+    const Py_ssize_t* rows    # the block's row ids, or NULL for row0, row0 + 1, ...
+    Py_ssize_t row0
+
+
+cdef inline Py_ssize_t _csr_row(const CSR* csr, Py_ssize_t i) noexcept nogil:
+    return csr.rows[i] if csr.rows != NULL else csr.row0 + i
+
+
+cdef void _csr_matmul(
+    const CSR* csr, Py_ssize_t n,
+    const floating* W,        # IN  (n_features, c)
+    Py_ssize_t c,
+    floating* Z,              # OUT (n, c) = X_block @ W
+) noexcept nogil:
+    """Sparse x dense product, row by row: Z[i] = sum_k x_ik W[k] over stored x_ik."""
+    cdef Py_ssize_t i, k, j, r
+    cdef const floating* data = <const floating*> csr.data
+    cdef const floating* w
+    cdef floating* z
+    cdef floating v
+    for i in range(n):
+        r = _csr_row(csr, i)
+        z = Z + i * c
+        memset(z, 0, c * sizeof(floating))
+        for k in range(csr.indptr[r], csr.indptr[r + 1]):
+            v = data[k]
+            w = W + csr.indices[k] * c
+            for j in range(c):
+                z[j] = z[j] + v * w[j]
+
+
+cdef void _csr_t_matmul(
+    const CSR* csr, Py_ssize_t n,
+    const floating* D,        # IN  (n, c)
+    Py_ssize_t c,
+    floating* G,              # INOUT (n_features, c): G = beta * G + X_block^T @ D
+    Py_ssize_t n_features,
+    floating beta,
+) noexcept nogil:
+    """X^T D for a sparse block: each stored x_ik adds x_ik * D[i] to row k of G."""
+    cdef Py_ssize_t i, k, j, r
+    cdef const floating* data = <const floating*> csr.data
+    cdef const floating* d
+    cdef floating* g
+    cdef floating v
+    if beta == 0:
+        memset(G, 0, n_features * c * sizeof(floating))
+    for i in range(n):
+        r = _csr_row(csr, i)
+        d = D + i * c
+        for k in range(csr.indptr[r], csr.indptr[r + 1]):
+            v = data[k]
+            g = G + csr.indices[k] * c
+            for j in range(c):
+                g[j] = g[j] + v * d[j]
+
+
 cdef void _forward(
     Net* net,
     const floating* params,   # IN  (n_params,)
-    const floating* X,        # IN  (n, sizes[0])
+    const floating* X,        # IN  (n, sizes[0]) dense input, or NULL when csr is given
+    const CSR* csr,           # IN  sparse input block, or NULL
     Py_ssize_t n,
     floating* acts,           # OUT workspace: A_1..A_{L-1}, and Z_L (output logits)
 ) noexcept nogil:
@@ -269,9 +332,12 @@ cdef void _forward(
         n_in = net.sizes[l]
         n_out = net.sizes[l + 1]
         Z = acts + net.a_off[l]
-        _gemm(False, False, <int> n, <int> n_out, <int> n_in,
-              <floating> 1.0, A, <int> n_in, params + net.w_off[l], <int> n_out,
-              <floating> 0.0, Z, <int> n_out)
+        if l == 0 and csr != NULL:
+            _csr_matmul(csr, n, params + net.w_off[0], n_out, Z)
+        else:
+            _gemm(False, False, <int> n, <int> n_out, <int> n_in,
+                  <floating> 1.0, A, <int> n_in, params + net.w_off[l], <int> n_out,
+                  <floating> 0.0, Z, <int> n_out)
         _bias_activation(Z, params + net.b_off[l], n, n_out,
                          net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads)
         A = Z
@@ -412,7 +478,8 @@ cdef void _derivative_colsum(
 cdef void _backward(
     Net* net,
     const floating* params,   # IN  (n_params,)
-    const floating* X,        # IN  (n, sizes[0])
+    const floating* X,        # IN  (n, sizes[0]) dense input, or NULL when csr is given
+    const CSR* csr,           # IN  sparse input block, or NULL
     Py_ssize_t n,
     const floating* acts,     # IN  workspace from _forward
     floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
@@ -431,9 +498,12 @@ cdef void _backward(
         n_out = net.sizes[l + 1]
         A_prev = X if l == 0 else acts + net.a_off[l - 1]
         D = deltas + net.a_off[l]
-        _gemm(True, False, <int> n_in, <int> n_out, <int> n,
-              <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
-              beta, grads + net.w_off[l], <int> n_out)
+        if l == 0 and csr != NULL:
+            _csr_t_matmul(csr, n, D, n_out, grads, n_in, beta)
+        else:
+            _gemm(True, False, <int> n_in, <int> n_out, <int> n,
+                  <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
+                  beta, grads + net.w_off[l], <int> n_out)
         if l > 0:
             D_prev = deltas + net.a_off[l - 1]
             _gemm(False, True, <int> n, <int> n_in, <int> n_out,
@@ -515,6 +585,101 @@ cdef _check_len(str name, Py_ssize_t got, Py_ssize_t need):
         raise ValueError(f"{name} has {got} entries, needs at least {need}.")
 
 
+cdef Py_ssize_t _check_csr(
+    Py_ssize_t nnz_data, const Py_ssize_t[::1] indices, const Py_ssize_t[::1] indptr,
+    Py_ssize_t n_features,
+) except -1:
+    """Check a CSR structure completely (O(nnz)); return its number of rows."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, k, nnz
+    if n < 0:
+        raise ValueError("indptr must have n_samples + 1 entries.")
+    if indptr[0] != 0:
+        raise ValueError("indptr[0] must be 0.")
+    for i in range(n):
+        if indptr[i + 1] < indptr[i]:
+            raise ValueError("indptr must be non-decreasing.")
+    nnz = indptr[n]
+    if nnz > nnz_data or nnz > indices.shape[0]:
+        raise ValueError("indptr points past the end of data / indices.")
+    for k in range(nnz):
+        if indices[k] < 0 or indices[k] >= n_features:
+            raise ValueError(f"column index {indices[k]} out of range for "
+                             f"{n_features} features.")
+    return n
+
+
+cdef int _check_rows(str name, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t width,
+                     Py_ssize_t want_rows, Py_ssize_t want_width) except -1:
+    if rows != want_rows or width != want_width:
+        raise ValueError(f"{name} has shape ({rows}, {width}), expected "
+                         f"({want_rows}, {want_width}).")
+    return 0
+
+
+cdef double _sample_weight_sum(const floating[::1] sample_weight, Py_ssize_t n) except? -1:
+    cdef Py_ssize_t i
+    cdef double s = 0.0
+    if sample_weight.shape[0] == 0:
+        return <double> n
+    if sample_weight.shape[0] != n:
+        raise ValueError("sample_weight must have n_samples entries (or none).")
+    for i in range(n):
+        s += sample_weight[i]
+    if not s > 0:
+        raise ValueError("sample weights must have a positive sum.")
+    return s
+
+
+# ---------------------------------------------------------------------------------------
+# Full-data loss and gradient (L-BFGS, loss_and_gradients)
+# ---------------------------------------------------------------------------------------
+
+cdef double _loss_grad_impl(
+    Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sw, double s, double alpha,
+    floating* grads, floating* acts, floating* deltas, Py_ssize_t rows,
+) noexcept nogil:
+    cdef Py_ssize_t start = 0, nb, i
+    cdef Py_ssize_t c = net.sizes[net.n_layers], last = net.a_off[net.n_layers - 1]
+    cdef double data = 0.0, sq = 0.0
+    cdef floating beta = 0
+    # intercept gradients accumulate column sums: start from zero
+    memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
+    while start < n:
+        nb = rows if n - start > rows else n - start
+        if csr != NULL:
+            csr.row0 = start
+        _forward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
+                 acts)
+        data += _loss_delta(net, acts + last, Y + start * c,
+                            sw + start if sw != NULL else NULL, nb, deltas + last,
+                            grads + net.b_off[net.n_layers - 1])
+        _backward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
+                  acts, deltas, grads, beta)
+        beta = 1
+        start += nb
+    # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
+    for i in range(net.n_coef):
+        grads[i] = (grads[i] + <floating> alpha * params[i]) / <floating> s
+        sq += (<double> params[i]) * params[i]
+    for i in range(net.n_coef, net.n_params):
+        grads[i] = grads[i] / <floating> s
+    return data / s + 0.5 * alpha * sq / s
+
+
+cdef int _check_loss_grad(Net* net, Py_ssize_t n_params, Py_ssize_t n_grads,
+                          Py_ssize_t n_acts, Py_ssize_t n_deltas, Py_ssize_t n,
+                          Py_ssize_t y_rows, Py_ssize_t y_cols) except -1:
+    _check_len("params", n_params, net.n_params)
+    _check_len("grads", n_grads, net.n_params)
+    _check_len("acts", n_acts, net.work_size)
+    _check_len("deltas", n_deltas, net.work_size)
+    if n < 1:
+        raise ValueError("X has 0 samples; at least one is required.")
+    _check_rows("Y", y_rows, n, y_cols, n, net.sizes[net.n_layers])
+    return 0
+
+
 def loss_grad(
     const Py_ssize_t[::1] sizes, int activation, int loss,
     const floating[::1] params,          # IN  (n_params,)
@@ -533,58 +698,83 @@ def loss_grad(
     GEMMs (beta = 1) gives the full gradient with memory bounded by the block.
     Returns the loss as a Python float.
     """
-    cdef Py_ssize_t n = X.shape[0], start, nb, i
-    cdef const floating* sw = NULL
-    cdef double data = 0.0, s, sq
-    cdef floating beta = 0
+    cdef Py_ssize_t n = X.shape[0]
+    cdef double s, value
     if rows < 1:
         raise ValueError("rows must be >= 1")
     cdef Net net = _net_new(sizes, activation, loss, rows)
     try:
-        _check_len("params", params.shape[0], net.n_params)
-        _check_len("grads", grads.shape[0], net.n_params)
-        _check_len("acts", acts.shape[0], net.work_size)
-        _check_len("deltas", deltas.shape[0], net.work_size)
-        if n < 1 or X.shape[1] != sizes[0]:
-            raise ValueError(f"X has shape ({X.shape[0]}, {X.shape[1]}), expected (n>=1, {sizes[0]}).")
-        if Y.shape[0] != n or Y.shape[1] != sizes[net.n_layers]:
-            raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}), expected ({n}, {sizes[net.n_layers]}).")
-        if sample_weight.shape[0] != 0 and sample_weight.shape[0] != n:
-            raise ValueError("sample_weight must have n_samples entries (or none).")
-        if sample_weight.shape[0] == n:
-            sw = &sample_weight[0]
-            s = 0.0
-            for i in range(n):
-                s += sw[i]
-        else:
-            s = <double> n
-        if not s > 0:
-            raise ValueError("sample weights must have a positive sum.")
+        _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
+                         deltas.shape[0], n, Y.shape[0], Y.shape[1])
+        _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
+        s = _sample_weight_sum(sample_weight, n)
         with nogil:
-            # intercept gradients accumulate column sums: start from zero
-            memset(&grads[net.n_coef], 0, (net.n_params - net.n_coef) * sizeof(floating))
-            start = 0
-            while start < n:
-                nb = rows if n - start > rows else n - start
-                _forward(&net, &params[0], &X[start, 0], nb, &acts[0])
-                data += _loss_delta(
-                    &net, &acts[net.a_off[net.n_layers - 1]], &Y[start, 0],
-                    sw + start if sw != NULL else NULL, nb,
-                    &deltas[net.a_off[net.n_layers - 1]], &grads[net.b_off[net.n_layers - 1]])
-                _backward(&net, &params[0], &X[start, 0], nb, &acts[0], &deltas[0],
-                          &grads[0], beta)
-                beta = 1
-                start += nb
-            # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
-            sq = 0.0
-            for i in range(net.n_coef):
-                grads[i] = (grads[i] + <floating> alpha * params[i]) / <floating> s
-                sq += (<double> params[i]) * params[i]
-            for i in range(net.n_coef, net.n_params):
-                grads[i] = grads[i] / <floating> s
-        return data / s + 0.5 * alpha * sq / s
+            value = _loss_grad_impl(
+                &net, &params[0], &X[0, 0], NULL, n, &Y[0, 0],
+                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
+                &grads[0], &acts[0], &deltas[0], rows)
+        return value
     finally:
         free(net.sizes)
+
+
+def loss_grad_csr(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    const floating[::1] params,
+    const floating[::1] X_data,          # IN  CSR X: values (nnz,)
+    const Py_ssize_t[::1] X_indices,     # IN  (nnz,)
+    const Py_ssize_t[::1] X_indptr,      # IN  (n_samples + 1,)
+    const floating[:, ::1] Y,
+    const floating[::1] sample_weight,
+    double alpha,
+    floating[::1] grads, floating[::1] acts, floating[::1] deltas, Py_ssize_t rows,
+):
+    """``loss_grad`` for a CSR X: the first layer's products are sparse x dense."""
+    cdef Py_ssize_t n
+    cdef double s, value
+    cdef CSR csr
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
+        _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
+                         deltas.shape[0], n, Y.shape[0], Y.shape[1])
+        s = _sample_weight_sum(sample_weight, n)
+        csr.data = &X_data[0] if X_data.shape[0] > 0 else NULL
+        csr.indices = &X_indices[0] if X_indices.shape[0] > 0 else NULL
+        csr.indptr = &X_indptr[0]
+        csr.rows = NULL
+        csr.row0 = 0
+        with nogil:
+            value = _loss_grad_impl(
+                &net, &params[0], NULL, &csr, n, &Y[0, 0],
+                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
+                &grads[0], &acts[0], &deltas[0], rows)
+        return value
+    finally:
+        free(net.sizes)
+
+
+# ---------------------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------------------
+
+cdef void _forward_impl(
+    Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
+    floating* out, floating* acts, Py_ssize_t rows,
+) noexcept nogil:
+    cdef Py_ssize_t start = 0, nb
+    cdef Py_ssize_t c = net.sizes[net.n_layers], last = net.a_off[net.n_layers - 1]
+    while start < n:
+        nb = rows if n - start > rows else n - start
+        if csr != NULL:
+            csr.row0 = start
+        _forward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
+                 acts)
+        _output_activation(acts + last, nb, c, net.loss)
+        memcpy(out + start * c, acts + last, nb * c * sizeof(floating))
+        start += nb
 
 
 def forward(
@@ -596,30 +786,57 @@ def forward(
     Py_ssize_t rows,
 ):
     """The network output P = g(Z_L) for X, in blocks of ``rows`` samples."""
-    cdef Py_ssize_t n = X.shape[0], start, nb, c
+    cdef Py_ssize_t n = X.shape[0]
     if rows < 1:
         raise ValueError("rows must be >= 1")
     cdef Net net = _net_new(sizes, activation, loss, rows)
     try:
-        c = sizes[net.n_layers]
         _check_len("params", params.shape[0], net.n_params)
         _check_len("acts", acts.shape[0], net.work_size)
-        if X.shape[1] != sizes[0]:
-            raise ValueError(f"X has {X.shape[1]} features, expected {sizes[0]}.")
-        if out.shape[0] != n or out.shape[1] != c:
-            raise ValueError(f"out has shape ({out.shape[0]}, {out.shape[1]}), expected ({n}, {c}).")
+        _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
+        _check_rows("out", out.shape[0], n, out.shape[1], n, sizes[net.n_layers])
+        if n == 0:
+            return
         with nogil:
-            start = 0
-            while start < n:
-                nb = rows if n - start > rows else n - start
-                _forward(&net, &params[0], &X[start, 0], nb, &acts[0])
-                _output_activation(&acts[net.a_off[net.n_layers - 1]], nb, c, loss)
-                memcpy(&out[start, 0], &acts[net.a_off[net.n_layers - 1]],
-                       nb * c * sizeof(floating))
-                start += nb
+            _forward_impl(&net, &params[0], &X[0, 0], NULL, n, &out[0, 0], &acts[0], rows)
     finally:
         free(net.sizes)
 
+
+def forward_csr(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    const floating[::1] params,
+    const floating[::1] X_data, const Py_ssize_t[::1] X_indices,
+    const Py_ssize_t[::1] X_indptr,
+    floating[:, ::1] out, floating[::1] acts, Py_ssize_t rows,
+):
+    """``forward`` for a CSR X."""
+    cdef Py_ssize_t n
+    cdef CSR csr
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
+        _check_len("params", params.shape[0], net.n_params)
+        _check_len("acts", acts.shape[0], net.work_size)
+        _check_rows("out", out.shape[0], n, out.shape[1], n, sizes[net.n_layers])
+        if n == 0:
+            return
+        csr.data = &X_data[0] if X_data.shape[0] > 0 else NULL
+        csr.indices = &X_indices[0] if X_indices.shape[0] > 0 else NULL
+        csr.indptr = &X_indptr[0]
+        csr.rows = NULL
+        csr.row0 = 0
+        with nogil:
+            _forward_impl(&net, &params[0], NULL, &csr, n, &out[0, 0], &acts[0], rows)
+    finally:
+        free(net.sizes)
+
+
+# ---------------------------------------------------------------------------------------
+# Optimizer updates on flat vectors (the oracles' twins)
+# ---------------------------------------------------------------------------------------
 
 def sgd_update(
     floating[::1] params, const floating[::1] grads, floating[::1] velocity,
@@ -629,6 +846,8 @@ def sgd_update(
     cdef Py_ssize_t n = params.shape[0]
     if grads.shape[0] != n or velocity.shape[0] != n:
         raise ValueError("params, grads and velocity must have the same length.")
+    if n == 0:
+        return
     with nogil:
         _sgd_step(&params[0], &grads[0], &velocity[0], 0, n, 1, 0,
                   <floating> learning_rate, <floating> momentum, nesterov)
@@ -644,11 +863,138 @@ def adam_update(
         raise ValueError("params, grads, m and v must have the same length.")
     if t < 1:
         raise ValueError("t counts updates from 1.")
+    if n == 0:
+        return
     cdef double step = learning_rate * (1 - beta_2 ** t) ** 0.5 / (1 - beta_1 ** t)
     with nogil:
         _adam_step(&params[0], &grads[0], &m[0], &v[0], 0, n, 1, 0,
                    <floating> step, <floating> beta_1, <floating> beta_2,
                    <floating> epsilon)
+
+
+# ---------------------------------------------------------------------------------------
+# The epoch driver
+# ---------------------------------------------------------------------------------------
+
+cdef int _train_epoch_impl(
+    Net* net, floating* params, floating* grads,
+    const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out,
+) except -1 nogil:
+    """Minibatch loop; returns with the GIL re-taken only to check for signals."""
+    cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
+    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
+    cdef Py_ssize_t start = 0, nb, r, src, b = 0
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* swb
+    cdef double s, data, step, sq = _sum_squares(params, net.n_coef)
+    while start < n:
+        nb = batch_size if n - start > batch_size else n - start
+        # -- the minibatch: rows of X, Y, weights, gathered by index or sliced --------
+        Xb = NULL
+        if order != NULL:
+            for r in range(nb):
+                src = order[start + r]
+                if csr == NULL:
+                    memcpy(x_buf + r * n_feat, X + src * n_feat, n_feat * sizeof(floating))
+                memcpy(y_buf + r * n_out, Y + src * n_out, n_out * sizeof(floating))
+                if sample_weight != NULL:
+                    sw_buf[r] = sample_weight[src]
+            if csr == NULL:
+                Xb = x_buf
+            else:
+                csr.rows = order + start
+            Yb = y_buf
+            swb = sw_buf if sample_weight != NULL else NULL
+        else:
+            if csr == NULL:
+                Xb = X + start * n_feat
+            else:
+                csr.rows = NULL
+                csr.row0 = start
+            Yb = Y + start * n_out
+            swb = sample_weight + start if sample_weight != NULL else NULL
+        if swb != NULL:
+            s = 0.0
+            for r in range(nb):
+                s += swb[r]
+        else:
+            s = <double> nb
+        if s > 0:
+            # -- forward, loss + delta, backward --------------------------------------
+            memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
+            _forward(net, params, Xb, csr, nb, acts)
+            data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
+                               grads + net.b_off[net.n_layers - 1])
+            _backward(net, params, Xb, csr, nb, acts, deltas, grads, <floating> 0.0)
+            # scikit-learn's batch loss (L2 term from the weights this batch used),
+            # weighted by the batch length
+            acc_out[0] += (data / s + 0.5 * alpha * sq / s) * nb
+            # -- one fused optimizer step; it returns the next ||W||^2 ---------------
+            if solver == SOLVER_SGD:
+                sq = _sgd_step(params, grads, state_1, net.n_coef, net.n_params,
+                               <floating> (1.0 / s), <floating> alpha,
+                               <floating> hyper[0], <floating> hyper[1], hyper[2] != 0)
+            else:
+                counter[0] += 1
+                step = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
+                    1 - hyper[3] ** counter[0])
+                sq = _adam_step(params, grads, state_1, state_2, net.n_coef, net.n_params,
+                                <floating> (1.0 / s), <floating> alpha, <floating> step,
+                                <floating> hyper[3], <floating> hyper[4],
+                                <floating> hyper[5])
+        start += nb
+        b += 1
+        if b % SIGNAL_CHECK_EVERY == 0:
+            with gil:
+                PyErr_CheckSignals()
+    return 0
+
+
+cdef int _check_epoch(
+    Net* net, Py_ssize_t n, Py_ssize_t n_params, Py_ssize_t n_grads,
+    Py_ssize_t y_rows, Py_ssize_t y_cols, Py_ssize_t n_sw, Py_ssize_t n_order,
+    const Py_ssize_t[::1] order, Py_ssize_t batch_size,
+    Py_ssize_t n_acts, Py_ssize_t n_deltas, bint dense, Py_ssize_t xb_rows,
+    Py_ssize_t xb_cols, Py_ssize_t yb_rows, Py_ssize_t yb_cols, Py_ssize_t n_swb,
+    int solver, Py_ssize_t n_state_1, Py_ssize_t n_state_2, Py_ssize_t n_hyper,
+    Py_ssize_t n_counter,
+) except -1:
+    cdef Py_ssize_t i
+    _check_len("params", n_params, net.n_params)
+    _check_len("grads", n_grads, net.n_params)
+    _check_len("acts", n_acts, net.work_size)
+    _check_len("deltas", n_deltas, net.work_size)
+    _check_len("state_1", n_state_1, net.n_params)
+    if solver == SOLVER_ADAM:
+        _check_len("state_2", n_state_2, net.n_params)
+    elif solver != SOLVER_SGD:
+        raise ValueError(f"unknown solver code {solver}")
+    _check_len("hyper", n_hyper, 6)
+    _check_len("counter", n_counter, 1)
+    if n < 1:
+        raise ValueError("X has 0 samples; at least one is required.")
+    _check_rows("Y", y_rows, n, y_cols, n, net.sizes[net.n_layers])
+    if n_sw != 0 and n_sw != n:
+        raise ValueError("sample_weight must have n_samples entries (or none).")
+    if n_order != 0:
+        if n_order != n:
+            raise ValueError("order must have n_samples entries (or none).")
+        for i in range(n):
+            if order[i] < 0 or order[i] >= n:
+                raise ValueError(f"order[{i}] = {order[i]} is out of range.")
+        if dense and (xb_rows < batch_size or xb_cols != net.sizes[0]):
+            raise ValueError("x_buf must have shape (batch_size, n_features).")
+        if yb_rows < batch_size or yb_cols != net.sizes[net.n_layers]:
+            raise ValueError("y_buf must have shape (batch_size, n_outputs).")
+        if n_sw != 0:
+            _check_len("sw_buf", n_swb, batch_size)
+    return 0
 
 
 def train_epoch(
@@ -681,110 +1027,77 @@ def train_epoch(
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
     """
-    cdef Py_ssize_t n = X.shape[0], n_feat, n_out, start, nb, r, src, i
-    cdef Py_ssize_t b = 0
-    cdef bint gather = order.shape[0] > 0
-    cdef bint weighted = sample_weight.shape[0] > 0
-    cdef const floating* Xb
-    cdef const floating* Yb
-    cdef const floating* swb
-    cdef double acc = 0.0, s, data, sq
-    cdef double step
+    cdef Py_ssize_t n = X.shape[0]
+    cdef double acc = 0.0
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     cdef Net net = _net_new(sizes, activation, loss, batch_size)
     try:
-        n_feat = sizes[0]
-        n_out = sizes[net.n_layers]
-        _check_len("params", params.shape[0], net.n_params)
-        _check_len("grads", grads.shape[0], net.n_params)
-        _check_len("acts", acts.shape[0], net.work_size)
-        _check_len("deltas", deltas.shape[0], net.work_size)
-        _check_len("state_1", state_1.shape[0], net.n_params)
-        if solver == SOLVER_ADAM:
-            _check_len("state_2", state_2.shape[0], net.n_params)
-        elif solver != SOLVER_SGD:
-            raise ValueError(f"unknown solver code {solver}")
-        _check_len("hyper", hyper.shape[0], 6)
-        _check_len("counter", counter.shape[0], 1)
-        if n < 1 or X.shape[1] != n_feat:
-            raise ValueError(f"X has shape ({X.shape[0]}, {X.shape[1]}), expected (n>=1, {n_feat}).")
-        if Y.shape[0] != n or Y.shape[1] != n_out:
-            raise ValueError(f"Y has shape ({Y.shape[0]}, {Y.shape[1]}), expected ({n}, {n_out}).")
-        if weighted and sample_weight.shape[0] != n:
-            raise ValueError("sample_weight must have n_samples entries (or none).")
-        if gather:
-            if order.shape[0] != n:
-                raise ValueError("order must have n_samples entries (or none).")
-            for i in range(n):
-                if order[i] < 0 or order[i] >= n:
-                    raise ValueError(f"order[{i}] = {order[i]} is out of range.")
-            if x_buf.shape[0] < batch_size or x_buf.shape[1] != n_feat:
-                raise ValueError("x_buf must have shape (batch_size, n_features).")
-            if y_buf.shape[0] < batch_size or y_buf.shape[1] != n_out:
-                raise ValueError("y_buf must have shape (batch_size, n_outputs).")
-            if weighted:
-                _check_len("sw_buf", sw_buf.shape[0], batch_size)
-        sq = _sum_squares(&params[0], net.n_coef)
+        _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
+        _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
+                     sample_weight.shape[0], order.shape[0], order, batch_size,
+                     acts.shape[0], deltas.shape[0], True, x_buf.shape[0], x_buf.shape[1],
+                     y_buf.shape[0], y_buf.shape[1], sw_buf.shape[0], solver,
+                     state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
         with nogil:
-            start = 0
-            while start < n:
-                nb = batch_size if n - start > batch_size else n - start
-                # -- the minibatch: rows of X, Y, weights, gathered or sliced ----------
-                if gather:
-                    for r in range(nb):
-                        src = order[start + r]
-                        memcpy(&x_buf[r, 0], &X[src, 0], n_feat * sizeof(floating))
-                        memcpy(&y_buf[r, 0], &Y[src, 0], n_out * sizeof(floating))
-                        if weighted:
-                            sw_buf[r] = sample_weight[src]
-                    Xb = &x_buf[0, 0]
-                    Yb = &y_buf[0, 0]
-                    swb = &sw_buf[0] if weighted else NULL
-                else:
-                    Xb = &X[start, 0]
-                    Yb = &Y[start, 0]
-                    swb = &sample_weight[start] if weighted else NULL
-                if swb != NULL:
-                    s = 0.0
-                    for r in range(nb):
-                        s += swb[r]
-                else:
-                    s = <double> nb
-                if s > 0:
-                    # -- forward, loss + delta, backward ------------------------------
-                    memset(&grads[net.n_coef], 0,
-                           (net.n_params - net.n_coef) * sizeof(floating))
-                    _forward(&net, &params[0], Xb, nb, &acts[0])
-                    data = _loss_delta(
-                        &net, &acts[net.a_off[net.n_layers - 1]], Yb, swb, nb,
-                        &deltas[net.a_off[net.n_layers - 1]],
-                        &grads[net.b_off[net.n_layers - 1]])
-                    _backward(&net, &params[0], Xb, nb, &acts[0], &deltas[0],
-                              &grads[0], <floating> 0.0)
-                    # scikit-learn's batch loss (L2 term from the weights used for
-                    # this batch), weighted by the batch length
-                    acc += (data / s + 0.5 * alpha * sq / s) * nb
-                    # -- one fused optimizer step; it returns the next ||W||^2 -------
-                    if solver == SOLVER_SGD:
-                        sq = _sgd_step(
-                            &params[0], &grads[0], &state_1[0], net.n_coef, net.n_params,
-                            <floating> (1.0 / s), <floating> alpha,
-                            <floating> hyper[0], <floating> hyper[1], hyper[2] != 0)
-                    else:
-                        counter[0] += 1
-                        step = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
-                            1 - hyper[3] ** counter[0])
-                        sq = _adam_step(
-                            &params[0], &grads[0], &state_1[0], &state_2[0],
-                            net.n_coef, net.n_params,
-                            <floating> (1.0 / s), <floating> alpha, <floating> step,
-                            <floating> hyper[3], <floating> hyper[4], <floating> hyper[5])
-                start += nb
-                b += 1
-                if b % SIGNAL_CHECK_EVERY == 0:
-                    with gil:
-                        PyErr_CheckSignals()
+            _train_epoch_impl(
+                &net, &params[0], &grads[0], &X[0, 0], NULL, n, &Y[0, 0],
+                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+                &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
+                &acts[0], &deltas[0],
+                &x_buf[0, 0] if order.shape[0] > 0 else NULL,
+                &y_buf[0, 0] if order.shape[0] > 0 else NULL,
+                &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
+                solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+                &hyper[0], &counter[0], &acc)
+        return acc
+    finally:
+        free(net.sizes)
+
+
+def train_epoch_csr(
+    const Py_ssize_t[::1] sizes, int activation, int loss,
+    floating[::1] params, floating[::1] grads,
+    const floating[::1] X_data,          # IN  CSR X: values (nnz,)
+    const Py_ssize_t[::1] X_indices,     # IN  (nnz,)
+    const Py_ssize_t[::1] X_indptr,      # IN  (n_samples + 1,)
+    const floating[:, ::1] Y, const floating[::1] sample_weight,
+    const Py_ssize_t[::1] order, Py_ssize_t batch_size, double alpha,
+    floating[::1] acts, floating[::1] deltas,
+    floating[:, ::1] y_buf, floating[::1] sw_buf,
+    int solver, floating[::1] state_1, floating[::1] state_2,
+    const double[::1] hyper, Py_ssize_t[::1] counter,
+):
+    """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
+    gathering, no densifying), the first layer's products are sparse x dense."""
+    cdef Py_ssize_t n
+    cdef double acc = 0.0
+    cdef CSR csr
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, batch_size)
+    try:
+        n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
+        _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
+                     sample_weight.shape[0], order.shape[0], order, batch_size,
+                     acts.shape[0], deltas.shape[0], False, 0, 0,
+                     y_buf.shape[0], y_buf.shape[1], sw_buf.shape[0], solver,
+                     state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
+        csr.data = &X_data[0] if X_data.shape[0] > 0 else NULL
+        csr.indices = &X_indices[0] if X_indices.shape[0] > 0 else NULL
+        csr.indptr = &X_indptr[0]
+        csr.rows = NULL
+        csr.row0 = 0
+        with nogil:
+            _train_epoch_impl(
+                &net, &params[0], &grads[0], NULL, &csr, n, &Y[0, 0],
+                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+                &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
+                &acts[0], &deltas[0], NULL,
+                &y_buf[0, 0] if order.shape[0] > 0 else NULL,
+                &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
+                solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+                &hyper[0], &counter[0], &acc)
         return acc
     finally:
         free(net.sizes)
