@@ -298,6 +298,8 @@ class Trainer:
         for name in ("_grads", "_acts", "_deltas", "_x_buf", "_y_buf", "_sw_buf"):
             state.pop(name, None)
         state["_batch"] = 0
+        # the owner of the parameters pickles them; it re-attaches them before training
+        state["params"] = None
         return state
 
     def _ensure_buffers(self, batch_size, weighted):
@@ -316,13 +318,13 @@ class Trainer:
         """Train one epoch over (X, Y) in minibatches; return scikit-learn's
         accumulated loss (sum of batch loss x batch length).
 
-        ``order`` (a permutation of ``range(n_samples)``, intp) visits the rows in that
-        order, gathering each minibatch into a reused buffer; without it rows are taken
+        ``order`` (row indices, intp: a permutation of ``range(n_samples)`` or a subset
+        of it) visits those rows in that order, gathering each minibatch into a reused buffer; without it rows are taken
         in place, in order. X is a C-contiguous array of ``params``'s dtype, or the
         ``csr_parts`` tuple of a sparse X (converted once per fit by the caller); Y is
         C-contiguous.
         """
-        n = Y.shape[0]
+        n = Y.shape[0] if order is None else len(order)
         batch_size = int(max(1, min(batch_size, n)))
         self._ensure_buffers(batch_size, sample_weight is not None)
         sw = np.empty(0, dtype=self.dtype) if sample_weight is None else sample_weight

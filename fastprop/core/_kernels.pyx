@@ -893,7 +893,7 @@ cdef int _train_epoch_impl(
     cdef const floating* Yb
     cdef const floating* swb
     cdef double s, data, step, sq = _sum_squares(params, net.n_coef)
-    while start < n:
+    while start < n:    # n: the number of rows visited (len(order) when order is given)
         nb = batch_size if n - start > batch_size else n - start
         # -- the minibatch: rows of X, Y, weights, gathered by index or sliced --------
         Xb = NULL
@@ -983,9 +983,7 @@ cdef int _check_epoch(
     if n_sw != 0 and n_sw != n:
         raise ValueError("sample_weight must have n_samples entries (or none).")
     if n_order != 0:
-        if n_order != n:
-            raise ValueError("order must have n_samples entries (or none).")
-        for i in range(n):
+        for i in range(n_order):
             if order[i] < 0 or order[i] >= n:
                 raise ValueError(f"order[{i}] = {order[i]} is out of range.")
         if dense and (xb_rows < batch_size or xb_cols != net.sizes[0]):
@@ -1004,7 +1002,8 @@ def train_epoch(
     const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
     const floating[:, ::1] Y,            # IN  (n_samples, sizes[-1])
     const floating[::1] sample_weight,   # IN  (n_samples,) or (0,) for none
-    const Py_ssize_t[::1] order,         # IN  sample order (a permutation), or (0,): 0..n-1
+    const Py_ssize_t[::1] order,         # IN  rows to visit, in order (each in [0, n)), or
+                                         #     (0,) for all rows 0..n-1 in place
     Py_ssize_t batch_size, double alpha,
     floating[::1] acts, floating[::1] deltas,   # scratch (batch_size * sum(sizes[1:]),)
     floating[:, ::1] x_buf,              # scratch (batch_size, sizes[0]) gathered rows
@@ -1019,7 +1018,7 @@ def train_epoch(
     """One epoch of minibatch training, without the GIL and without allocating.
 
     For each minibatch (rows gathered by index into the reused buffers when ``order``
-    is given): forward, loss and delta, backward, and one fused optimizer step on the
+    is given; it may visit a subset, e.g. the training part of an early-stopping split): forward, loss and delta, backward, and one fused optimizer step on the
     flat parameter vector. Gradients are normalised by the batch's weight sum, with the
     L2 term alpha W, as scikit-learn does. A batch whose weights sum to zero carries no
     information and is skipped.
@@ -1041,7 +1040,8 @@ def train_epoch(
                      state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
         with nogil:
             _train_epoch_impl(
-                &net, &params[0], &grads[0], &X[0, 0], NULL, n, &Y[0, 0],
+                &net, &params[0], &grads[0], &X[0, 0], NULL,
+                order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
                 &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
                 &acts[0], &deltas[0],
@@ -1090,7 +1090,8 @@ def train_epoch_csr(
         csr.row0 = 0
         with nogil:
             _train_epoch_impl(
-                &net, &params[0], &grads[0], NULL, &csr, n, &Y[0, 0],
+                &net, &params[0], &grads[0], NULL, &csr,
+                order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
                 &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
                 &acts[0], &deltas[0], NULL,
