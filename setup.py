@@ -111,9 +111,9 @@ def _write_build_info(targets, compiler, cflags, openmp):
     except Exception:
         pass
     info = {
-        "compiler": " ".join(cc),
+        "compiler": cc[0],
         "compiler_version": version,
-        "cflags": " ".join(cflags),
+        "cflags": " ".join(list(cc[1:]) + list(cflags)),
         "openmp": openmp,
         "debug": DEBUG,
         "sanitize": SANITIZE,

@@ -5,7 +5,8 @@ trained by the backpropagation core in ``fastprop.core`` (Cython over BLAS, with
 GIL); ``fastprop.reference`` is the same maths in plain NumPy.
 """
 
+from ._config import show_config
 from ._mlp import MLPClassifier, MLPEstimator, MLPRegressor
 from ._version import __version__
 
-__all__ = ["MLPClassifier", "MLPEstimator", "MLPRegressor", "__version__"]
+__all__ = ["MLPClassifier", "MLPEstimator", "MLPRegressor", "show_config", "__version__"]
