@@ -85,7 +85,7 @@ class BuildExt(build_ext):
             opt = ["/Od", "/Zi"] if DEBUG else ["/O2"]
         else:
             # -O3 without -march=native: SSE2 (x86-64) / NEON (aarch64) baseline only.
-            opt = ["-O0", "-g"] if DEBUG else ["-O3", "-fno-math-errno"]
+            opt = ["-O0", "-g"] if DEBUG else ["-O3", "-g0", "-fno-math-errno"]
             opt += ["-Wno-unused-function", "-Wno-unreachable-code"]
         san = []
         if SANITIZE and not msvc:
