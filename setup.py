@@ -75,6 +75,23 @@ def _openmp_flags(compiler):
     return [], []
 
 
+def _accepts(compiler, flags):
+    """Whether the compiler builds a trivial file with these flags."""
+    tmp = tempfile.mkdtemp()
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp)
+        with open("probe.c", "w") as f:
+            f.write("int fp_probe(int x) { return x + 1; }\n")
+        compiler.compile(["probe.c"], extra_postargs=flags)
+        return True
+    except Exception:
+        return False
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 class BuildExt(build_ext):
     """build_ext that adds optimisation and OpenMP flags the compiler supports."""
 
@@ -87,6 +104,12 @@ class BuildExt(build_ext):
             # -O3 without -march=native: SSE2 (x86-64) / NEON (aarch64) baseline only.
             opt = ["-O0", "-g"] if DEBUG else ["-O3", "-g0", "-fno-math-errno"]
             opt += ["-Wno-unused-function", "-Wno-unreachable-code"]
+        # `#pragma omp simd` (vectorised reductions in csrc/fp_optim.h) needs no OpenMP
+        # runtime: -fopenmp-simd enables just the pragma, also where OpenMP is missing.
+        simd = []
+        if not msvc and _accepts(self.compiler, ["-fopenmp-simd", "-Werror"]):
+            simd = ["-fopenmp-simd", "-DFP_OMP_SIMD"]
+        opt += simd
         san = []
         if SANITIZE and not msvc:
             san = ["-fsanitize=" + SANITIZE, "-fno-omit-frame-pointer"]

@@ -28,6 +28,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
+from cpython.pyport cimport PY_SSIZE_T_MAX
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 import numpy as np
@@ -44,6 +45,25 @@ cdef extern from "fp_math.h" nogil:
     float fp_sqrt_f(float x)
     double fp_sqrt_d(double x)
     double fp_xlogx_d(double x)
+
+cdef extern from "fp_optim.h" nogil:
+    double fp_sumsq_f(const float* a, Py_ssize_t n)
+    double fp_sumsq_d(const double* a, Py_ssize_t n)
+    double fp_normalise_f(float* g, const float* p, Py_ssize_t n_coef, Py_ssize_t n,
+                          float alpha, float s)
+    double fp_normalise_d(double* g, const double* p, Py_ssize_t n_coef, Py_ssize_t n,
+                          double alpha, double s)
+    double fp_sgd_f(float* p, const float* g, float* v, Py_ssize_t n_coef, Py_ssize_t n,
+                    float scale, float alpha, float lr, float momentum, int nesterov)
+    double fp_sgd_d(double* p, const double* g, double* v, Py_ssize_t n_coef,
+                    Py_ssize_t n, double scale, double alpha, double lr, double momentum,
+                    int nesterov)
+    double fp_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n_coef,
+                     Py_ssize_t n, float scale, float alpha, float step, float b1,
+                     float b2, float eps)
+    double fp_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n_coef,
+                     Py_ssize_t n, double scale, double alpha, double step, double b1,
+                     double b2, double eps)
 
 cdef extern from *:
     """
@@ -79,9 +99,12 @@ cdef enum:
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
 
-# Elementwise passes smaller than this many entries stay on one thread: below it the
-# cost of waking an OpenMP team exceeds the work (measured by benchmarks/bench_core.py).
-cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 16
+# Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
+# worker threads keep spinning for a while after each GEMM, so an OpenMP team woken
+# between two GEMMs competes with them for the cores: benchmarks/bench_core.py measured
+# blocks of 2^16..2^20 entries running 1.2-7x SLOWER with a 2-thread elementwise pass
+# than with one, on 2 cores. Only passes far larger than a training block go parallel.
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 24
 # Check for Ctrl-C (and other signals) every this many minibatches.
 cdef Py_ssize_t SIGNAL_CHECK_EVERY = 8
 
@@ -176,6 +199,19 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
     for l in range(L + 1):
         if sizes[l] < 1 or sizes[l] > 2**31 - 1:
             raise ValueError(f"layer size {sizes[l]} out of range")
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    # Every count below must fit, in bytes, in a Py_ssize_t: check before computing.
+    cdef Py_ssize_t limit = PY_SSIZE_T_MAX // 8, total = 0, width = 0
+    for l in range(L):
+        if sizes[l] > limit // sizes[l + 1]:
+            raise OverflowError("the network has too many parameters")
+        total += sizes[l] * sizes[l + 1] + sizes[l + 1]
+        width += sizes[l + 1]
+        if total > limit:
+            raise OverflowError("the network has too many parameters")
+    if rows > limit // width:
+        raise OverflowError(f"a workspace of {rows} rows x {width} units is too large")
     net.n_layers = <int> L
     net.sizes = <Py_ssize_t*> malloc((4 * L + 1) * sizeof(Py_ssize_t))
     if net.sizes == NULL:
@@ -513,44 +549,35 @@ cdef void _backward(
                                grads + net.b_off[l - 1])
 
 
-cdef double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef double s = 0.0
-    for i in range(n):
-        s += (<double> a[i]) * a[i]
-    return s
+cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fp_sumsq_f(a, n)
+    else:
+        return fp_sumsq_d(a, n)
 
 
 # ---------------------------------------------------------------------------------------
 # Optimizer updates: one fused loop over the flat parameter vector
 # ---------------------------------------------------------------------------------------
 
-cdef double _sgd_step(
+cdef inline double _sgd_step(
     floating* params, const floating* grads, floating* velocity,
     Py_ssize_t n_coef, Py_ssize_t n_params,
     floating scale, floating alpha, floating lr, floating momentum, bint nesterov,
 ) noexcept nogil:
     """g = scale * (grad + alpha W) on weights, scale * grad on intercepts;
     v <- momentum v - lr g; params += (momentum v - lr g) if nesterov else v.
-    Returns sum ||W||^2 of the updated weights (the next step's L2 term)."""
-    cdef Py_ssize_t i
-    cdef floating g, v
-    cdef double sq = 0.0
-    for i in range(n_params):
-        g = grads[i] + alpha * params[i] if i < n_coef else grads[i]
-        g = g * scale
-        v = momentum * velocity[i] - lr * g
-        velocity[i] = v
-        if nesterov:
-            params[i] = params[i] + (momentum * v - lr * g)
-        else:
-            params[i] = params[i] + v
-        if i < n_coef:
-            sq += (<double> params[i]) * params[i]
-    return sq
+    Returns sum ||W||^2 of the updated weights (the next step's L2 term).
+    One vectorised loop in csrc/fp_optim.h."""
+    if floating is float:
+        return fp_sgd_f(params, grads, velocity, n_coef, n_params, scale, alpha, lr,
+                        momentum, nesterov)
+    else:
+        return fp_sgd_d(params, grads, velocity, n_coef, n_params, scale, alpha, lr,
+                        momentum, nesterov)
 
 
-cdef double _adam_step(
+cdef inline double _adam_step(
     floating* params, const floating* grads, floating* m, floating* v,
     Py_ssize_t n_coef, Py_ssize_t n_params,
     floating scale, floating alpha, floating step, floating beta_1, floating beta_2,
@@ -558,22 +585,13 @@ cdef double _adam_step(
 ) noexcept nogil:
     """m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
     params -= step * m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t).
-    Returns sum ||W||^2 of the updated weights."""
-    cdef Py_ssize_t i
-    cdef floating g, mi, vi
-    cdef floating one_b1 = 1 - beta_1, one_b2 = 1 - beta_2
-    cdef double sq = 0.0
-    for i in range(n_params):
-        g = grads[i] + alpha * params[i] if i < n_coef else grads[i]
-        g = g * scale
-        mi = beta_1 * m[i] + one_b1 * g
-        vi = beta_2 * v[i] + one_b2 * (g * g)
-        m[i] = mi
-        v[i] = vi
-        params[i] = params[i] - step * mi / (_sqrt(vi) + epsilon)
-        if i < n_coef:
-            sq += (<double> params[i]) * params[i]
-    return sq
+    Returns sum ||W||^2 of the updated weights. One vectorised loop in csrc/fp_optim.h."""
+    if floating is float:
+        return fp_adam_f(params, grads, m, v, n_coef, n_params, scale, alpha, step,
+                         beta_1, beta_2, epsilon)
+    else:
+        return fp_adam_d(params, grads, m, v, n_coef, n_params, scale, alpha, step,
+                         beta_1, beta_2, epsilon)
 
 
 # ---------------------------------------------------------------------------------------
@@ -659,11 +677,11 @@ cdef double _loss_grad_impl(
         beta = 1
         start += nb
     # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
-    for i in range(net.n_coef):
-        grads[i] = (grads[i] + <floating> alpha * params[i]) / <floating> s
-        sq += (<double> params[i]) * params[i]
-    for i in range(net.n_coef, net.n_params):
-        grads[i] = grads[i] / <floating> s
+    if floating is float:
+        sq = fp_normalise_f(grads, params, net.n_coef, net.n_params, <float> alpha,
+                            <float> s)
+    else:
+        sq = fp_normalise_d(grads, params, net.n_coef, net.n_params, alpha, s)
     return data / s + 0.5 * alpha * sq / s
 
 

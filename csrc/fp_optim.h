@@ -1,0 +1,130 @@
+/* fastprop flat-vector loops: the optimizer steps and the gradient normalisation.
+ *
+ * They run over the whole flat parameter vector (W_1..W_L, then b_1..b_L), so they are
+ * written in C where `#pragma omp simd` can vectorise them, reductions included: the
+ * sum of squares of the weights (the next step's L2 term) is a double-precision
+ * reduction that a compiler may only vectorise when told it may reassociate it. The
+ * lane order is fixed by the compiled code, so the result is the same on every run
+ * and for every thread count (these loops use no threads).
+ *
+ * Weights [0, n_coef) receive the L2 term alpha * W; intercepts [n_coef, n) do not.
+ * `scale` is 1 / (the batch's sample-weight sum).
+ */
+#ifndef FASTPROP_FP_OPTIM_H
+#define FASTPROP_FP_OPTIM_H
+
+#include <math.h>
+#include <stddef.h>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(FP_OMP_SIMD)
+#define FP_SIMD _Pragma("omp simd")
+#define FP_SIMD_SUM _Pragma("omp simd reduction(+:s)")
+#else
+#define FP_SIMD
+#define FP_SIMD_SUM
+#endif
+
+#define FP_DEFINE_FLAT_LOOPS(T, SUF, SQRT)                                              \
+                                                                                        \
+/* sum of a[i]^2 in double */                                                           \
+static inline double fp_sumsq_##SUF(const T *a, ptrdiff_t n) {                          \
+    double s = 0.0;                                                                     \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = 0; i < n; i++) s += (double)a[i] * (double)a[i];                 \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* full-data gradient: g = (g + alpha W) / s on weights, g / s on intercepts;          \
+   returns sum W^2 */                                                                   \
+static inline double fp_normalise_##SUF(T *g, const T *p, ptrdiff_t n_coef,             \
+                                        ptrdiff_t n, T alpha, T s_) {                   \
+    double s = 0.0;                                                                     \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = 0; i < n_coef; i++) {                                            \
+        g[i] = (g[i] + alpha * p[i]) / s_;                                              \
+        s += (double)p[i] * (double)p[i];                                               \
+    }                                                                                   \
+    FP_SIMD                                                                             \
+    for (ptrdiff_t i = n_coef; i < n; i++) g[i] = g[i] / s_;                            \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* SGD: v <- momentum v - lr g;  p += (momentum v - lr g) if nesterov else v.           \
+   Returns sum W^2 of the updated weights. */                                           \
+static inline double fp_sgd_##SUF(T *p, const T *g, T *v, ptrdiff_t n_coef,             \
+                                  ptrdiff_t n, T scale, T alpha, T lr, T momentum,      \
+                                  int nesterov) {                                       \
+    double s = 0.0;                                                                     \
+    if (nesterov) {                                                                     \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = (g[i] + alpha * p[i]) * scale;                                       \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            T pi = p[i] + (momentum * vi - lr * gi);                                    \
+            p[i] = pi;                                                                  \
+            s += (double)pi * (double)pi;                                               \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = g[i] * scale;                                                        \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] + (momentum * vi - lr * gi);                                    \
+        }                                                                               \
+    } else {                                                                            \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = (g[i] + alpha * p[i]) * scale;                                       \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            T pi = p[i] + vi;                                                           \
+            p[i] = pi;                                                                  \
+            s += (double)pi * (double)pi;                                               \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = g[i] * scale;                                                        \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] + vi;                                                           \
+        }                                                                               \
+    }                                                                                   \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;                             \
+   p -= step m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t) (epsilon        \
+   outside the bias correction, as scikit-learn). Returns sum W^2 of the new weights. */ \
+static inline double fp_adam_##SUF(T *p, const T *g, T *m, T *v, ptrdiff_t n_coef,      \
+                                   ptrdiff_t n, T scale, T alpha, T step, T b1, T b2,   \
+                                   T eps) {                                             \
+    double s = 0.0;                                                                     \
+    const T ob1 = (T)1 - b1, ob2 = (T)1 - b2;                                           \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = 0; i < n_coef; i++) {                                            \
+        T gi = (g[i] + alpha * p[i]) * scale;                                           \
+        T mi = b1 * m[i] + ob1 * gi;                                                    \
+        T vi = b2 * v[i] + ob2 * (gi * gi);                                             \
+        m[i] = mi;                                                                      \
+        v[i] = vi;                                                                      \
+        T pi = p[i] - step * mi / (SQRT(vi) + eps);                                     \
+        p[i] = pi;                                                                      \
+        s += (double)pi * (double)pi;                                                   \
+    }                                                                                   \
+    FP_SIMD                                                                             \
+    for (ptrdiff_t i = n_coef; i < n; i++) {                                            \
+        T gi = g[i] * scale;                                                            \
+        T mi = b1 * m[i] + ob1 * gi;                                                    \
+        T vi = b2 * v[i] + ob2 * (gi * gi);                                             \
+        m[i] = mi;                                                                      \
+        v[i] = vi;                                                                      \
+        p[i] = p[i] - step * mi / (SQRT(vi) + eps);                                     \
+    }                                                                                   \
+    return s;                                                                           \
+}
+
+FP_DEFINE_FLAT_LOOPS(float, f, sqrtf)
+FP_DEFINE_FLAT_LOOPS(double, d, sqrt)
+
+#endif
