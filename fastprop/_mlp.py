@@ -166,16 +166,11 @@ class MLPEstimator(BaseEstimator):
     def _layer_units(self):
         return [self.coefs_[0].shape[0]] + [W.shape[1] for W in self.coefs_]
 
-    def _flat_params(self):
-        """The flat parameter vector behind coefs_ / intercepts_.
-
-        coefs_ and intercepts_ are views of ``self._flat``. If a user replaced them (or
-        the model was unpickled, which does not keep the views), the vector is rebuilt
-        from them, after checking they still describe this network.
-        """
-        coefs, intercepts = self.coefs_, self.intercepts_
+    def _views_intact(self):
+        """True while coefs_ / intercepts_ are still the views of ``self._flat``."""
         views = getattr(self, "_views", None)
-        if (
+        coefs, intercepts = self.coefs_, self.intercepts_
+        return (
             views is not None
             and isinstance(coefs, list)
             and isinstance(intercepts, list)
@@ -183,12 +178,30 @@ class MLPEstimator(BaseEstimator):
             and len(intercepts) == len(views[1])
             and all(a is b for a, b in zip(coefs, views[0]))
             and all(a is b for a, b in zip(intercepts, views[1]))
-        ):
+        )
+
+    def _flat_params(self):
+        """The flat parameter vector behind coefs_ / intercepts_, for training.
+
+        coefs_ and intercepts_ are views of ``self._flat``. If a user assigned other
+        arrays to them, the vector is rebuilt from those (after checking they still
+        describe this network) and coefs_ / intercepts_ become its views again.
+        """
+        if self._views_intact():
             return self._flat
-        coefs, intercepts, units, dtype = self._check_layers(coefs, intercepts)
+        coefs, intercepts, units, dtype = self._check_layers(self.coefs_, self.intercepts_)
         flat = core.pack(coefs, intercepts)
         self._set_flat(flat, units)
         return flat
+
+    def _predict_params(self):
+        """The flat parameter vector for prediction. Prediction changes no state: arrays
+        a user assigned to coefs_ / intercepts_ stay theirs (later in-place edits to
+        them count, as in scikit-learn); they are packed into a temporary vector."""
+        if self._views_intact():
+            return self._flat
+        coefs, intercepts, units, dtype = self._check_layers(self.coefs_, self.intercepts_)
+        return core.pack(coefs, intercepts)
 
     def _check_layers(self, coefs, intercepts):
         n_layers = getattr(self, "n_layers_", None)
@@ -237,10 +250,20 @@ class MLPEstimator(BaseEstimator):
     def __getstate__(self):
         state = super().__getstate__()
         # coefs_ / intercepts_ carry the parameters; the flat vector is rebuilt from
-        # them on the next use, so do not pickle it (nor the view bookkeeping) twice.
+        # them on loading, so do not pickle it (nor the view bookkeeping) twice.
         for name in ("_flat", "_views"):
             state.pop(name, None)
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "coefs_" in state and "intercepts_" in state:
+            try:
+                self._flat_params()
+            except ValueError:
+                # an inconsistent (tampered) model: left as loaded, and predict / fit
+                # raise the error when it is used
+                pass
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -318,9 +341,12 @@ class MLPEstimator(BaseEstimator):
                     f"hidden_layer_sizes ask for {layer_units}."
                 )
             if flat.dtype != X.dtype:
-                # continue training in the dtype of the new data, as scikit-learn's
-                # arithmetic would
-                self._set_flat(flat.astype(X.dtype), layer_units)
+                # A model keeps the dtype it was created with (as scikit-learn's, whose
+                # in-place updates keep it), and so keeps its optimizer state: the new
+                # data is converted instead (a copy, once per call).
+                X = X.astype(flat.dtype)
+                if sample_weight is not None:
+                    sample_weight = sample_weight.astype(flat.dtype)
         Y = np.ascontiguousarray(y, dtype=X.dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
@@ -590,7 +616,7 @@ class MLPEstimator(BaseEstimator):
         """The network's output for X (after the output activation)."""
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        flat = self._flat_params()
+        flat = self._predict_params()
         if X.dtype != flat.dtype:
             X = X.astype(flat.dtype)
         return core.forward_flat(
