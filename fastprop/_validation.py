@@ -143,3 +143,22 @@ def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_wei
         if not sample_weight.sum() > 0:
             raise ValueError("sample_weight must have a positive sum.")
     return coefs, intercepts, X, Y, sample_weight, sizes, dtype
+
+
+def check_forward_args(coefs, intercepts, X, activation, loss):
+    """Validate a ``forward`` call; return (coefs, intercepts, X, sizes, dtype)."""
+    check_activation_loss(activation, loss)
+    coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
+    X = np.asarray(X)
+    if X.dtype != dtype:
+        raise TypeError(
+            f"X must have the layers' dtype {dtype}, got {X.dtype}."
+        )
+    if X.ndim != 2 or X.shape[1] != sizes[0]:
+        raise ValueError(
+            f"X must be a 2-D {dtype} array with {sizes[0]} columns, got "
+            f"{X.dtype} {X.shape}."
+        )
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinity.")
+    return coefs, intercepts, X, sizes, dtype

@@ -34,7 +34,7 @@ clipping is inactive and finite everywhere.
 
 import numpy as np
 
-from ._validation import LOSSES, check_activation_loss, check_loss_args, check_network
+from ._validation import LOSSES, check_forward_args, check_loss_args
 
 __all__ = ["loss_and_gradients", "forward", "sgd_update", "adam_update"]
 
@@ -96,14 +96,9 @@ def forward(coefs, intercepts, X, *, activation, loss):
 
     ``loss`` names the output activation g as in ``loss_and_gradients``.
     """
-    check_activation_loss(activation, loss)
-    coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
-    X = np.asarray(X)
-    if X.dtype != dtype or X.ndim != 2 or X.shape[1] != sizes[0]:
-        raise ValueError(
-            f"X must be a 2-D {dtype} array with {sizes[0]} columns, got "
-            f"{X.dtype} {X.shape}."
-        )
+    coefs, intercepts, X, sizes, dtype = check_forward_args(
+        coefs, intercepts, X, activation, loss
+    )
     A = X
     for layer, (W, b) in enumerate(zip(coefs, intercepts)):
         Z = A @ W + b
@@ -160,8 +155,12 @@ def loss_and_gradients(
 
     # Backward pass. delta_l = d loss_sum / d Z_l, where loss_sum is the unnormalised
     # weighted sum; the 1/s normalisation is applied to the gradients at the end.
-    # Output layer: canonical link, so d ell / d z = P - Y.
-    delta = (P - Y) * w[:, None]
+    # Output layer: canonical link, so d ell / d z = P - Y. (For log_loss it is
+    # P * sum_k y_k - Y, which is P - Y for the usual rows of Y summing to 1.)
+    if loss == "log_loss":
+        delta = (P * Y.sum(axis=1, keepdims=True) - Y) * w[:, None]
+    else:
+        delta = (P - Y) * w[:, None]
     coef_grads = [None] * L
     intercept_grads = [None] * L
     for l in range(L - 1, -1, -1):

@@ -17,7 +17,7 @@ epochs in compiled code (what the estimators are built on).
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import LOSSES, check_activation_loss, check_loss_args, check_network
+from .._validation import check_activation_loss, check_forward_args, check_loss_args
 from . import _kernels
 
 __all__ = [
@@ -175,14 +175,9 @@ def loss_and_gradients(
 
 def forward(coefs, intercepts, X, *, activation, loss):
     """Compiled twin of :func:`fastprop.reference.forward`: the network's output."""
-    check_activation_loss(activation, loss)
-    coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
-    X = np.asarray(X)
-    if X.dtype != dtype or X.ndim != 2 or X.shape[1] != sizes[0]:
-        raise ValueError(
-            f"X must be a 2-D {dtype} array with {sizes[0]} columns, got "
-            f"{X.dtype} {X.shape}."
-        )
+    coefs, intercepts, X, sizes, dtype = check_forward_args(
+        coefs, intercepts, X, activation, loss
+    )
     return forward_flat(pack(coefs, intercepts), sizes, X, activation=activation, loss=loss)
 
 
@@ -324,6 +319,11 @@ class Trainer:
         ``csr_parts`` tuple of a sparse X (converted once per fit by the caller); Y is
         C-contiguous.
         """
+        if self.params is None:
+            raise ValueError(
+                "this Trainer was unpickled without its parameters: assign the flat "
+                "parameter vector to .params before training"
+            )
         n = Y.shape[0] if order is None else len(order)
         batch_size = int(max(1, min(batch_size, n)))
         self._ensure_buffers(batch_size, sample_weight is not None)

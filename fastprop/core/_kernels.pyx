@@ -465,7 +465,9 @@ cdef double _loss_delta(
             for j in range(c):
                 row_loss -= (<double> y[j]) * z[j]
                 ysum += y[j]
-                d[j] = w * (d[j] / s - y[j])
+            # d ell / d z_k = p_k * sum(y) - y_k  (= p_k - y_k for one-hot rows)
+            for j in range(c):
+                d[j] = w * ((d[j] / s) * <floating> ysum - y[j])
             row_loss += ysum * lse
         else:  # LOSS_POISSON: ell = y log y - y z - y + e^z  (half Poisson deviance)
             for j in range(c):
