@@ -45,6 +45,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from . import core
 from ._validation import check_network
+from ._version import __version__
+from .exceptions import InconsistentVersionWarning
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
 
@@ -253,9 +255,20 @@ class MLPEstimator(BaseEstimator):
         # them on loading, so do not pickle it (nor the view bookkeeping) twice.
         for name in ("_flat", "_views"):
             state.pop(name, None)
+        state["_fastprop_version"] = __version__
         return state
 
     def __setstate__(self, state):
+        if isinstance(state, dict):
+            original = state.pop("_fastprop_version", "pre-0.1")
+            if original != __version__:
+                warnings.warn(
+                    InconsistentVersionWarning(
+                        estimator_name=type(self).__name__,
+                        current_fastprop_version=__version__,
+                        original_fastprop_version=original,
+                    )
+                )
         super().__setstate__(state)
         if "coefs_" in state and "intercepts_" in state:
             try:
