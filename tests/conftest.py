@@ -4,9 +4,11 @@ Everything here is independent of ``fastprop`` itself (own forward pass, own pac
 own loss formulas from scipy), so that the tests can use it as a second opinion.
 """
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 from scipy.special import expit, log_softmax, softmax, xlogy
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
@@ -268,3 +270,15 @@ def fd_gradient(f, x, h=FD_STEP, on_point=None):
             vals.append(float(f(xp)))
         g[i] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
     return g
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _run_outside_the_source_tree(tmp_path_factory):
+    """Run every test (and the subprocesses tests start, which inherit the working
+    directory) from an empty directory: `python -c` puts the working directory first on
+    sys.path, and from the repository root it would import the unbuilt source package
+    instead of the installed one."""
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(cwd)
