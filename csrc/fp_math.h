@@ -47,4 +47,35 @@ static inline double fp_sqrt_d(double x) { return sqrt(x); }
 /* x log x with the convention 0 log 0 = 0 (scipy's xlogy(x, x)) */
 static inline double fp_xlogx_d(double x) { return x > 0.0 ? x * log(x) : 0.0; }
 
+/* Flush subnormal floats to zero (FTZ) and read subnormal inputs as zero (DAZ) on the
+ * calling thread, returning the previous floating-point control state for
+ * fp_denormals_restore. Weights that only weight decay acts on (constant-zero features,
+ * dead units) shrink geometrically into the subnormal range, where x86 arithmetic is
+ * ~100x slower: measured, an Adam epoch on load_digits after 300 epochs ran 5x slower.
+ * XLA runs its CPU kernels this way too. No-op on other architectures. */
+#if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
+#include <xmmintrin.h>
+static inline unsigned long long fp_denormals_flush(void) {
+    unsigned int old = _mm_getcsr();
+    _mm_setcsr(old | 0x8040u);  /* FTZ (bit 15) | DAZ (bit 6) */
+    return old;
+}
+static inline void fp_denormals_restore(unsigned long long old) {
+    _mm_setcsr((unsigned int)old);
+}
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+static inline unsigned long long fp_denormals_flush(void) {
+    unsigned long long old;
+    __asm__ __volatile__("mrs %0, fpcr" : "=r"(old));
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(old | (1ULL << 24)));  /* FZ */
+    return old;
+}
+static inline void fp_denormals_restore(unsigned long long old) {
+    __asm__ __volatile__("msr fpcr, %0" : : "r"(old));
+}
+#else
+static inline unsigned long long fp_denormals_flush(void) { return 0; }
+static inline void fp_denormals_restore(unsigned long long old) { (void)old; }
+#endif
+
 #endif

@@ -1863,3 +1863,42 @@ def test_random_architectures_match_reference(n_samples, sizes, activation, loss
     got = p.call(core)
     check_result_types(got, p)
     assert_result_close(got, p.call(reference), **tol(dtype))
+
+
+def _subnormals_survive():
+    """True while this thread's FPU keeps subnormal results (no flush-to-zero)."""
+    tiny = np.array([np.finfo(np.float64).tiny], dtype=np.float64)
+    return bool((tiny / 4)[0] != 0) and bool((tiny.astype(np.float32) * 0 + np.float32(1e-40))[0] != 0)
+
+
+def test_epoch_flushes_subnormals_and_restores_the_fpu():
+    """Weights that only the L2 term acts on (a constant-zero feature) decay
+    geometrically; the epoch driver flushes subnormals to zero so they reach exactly 0
+    instead of crawling through the slow subnormal range, and restores the caller's
+    floating-point state afterwards."""
+    assert _subnormals_survive()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    X[:, 1] = 0.0  # no data gradient for the weights of feature 1
+    Y = (rng.uniform(size=(40, 1)) < 0.5).astype(float)
+    sizes = [3, 4, 1]
+    params = np.zeros(core.n_params(sizes))
+    coefs, _ = core.unpack(params, sizes)
+    coefs[0][...] = 1e-305
+    coefs[1][...] = 0.5
+    trainer = core.Trainer(sizes, "tanh", "binary_log_loss", params, "sgd",
+                           learning_rate=0.5, momentum=0.0)
+    for _ in range(40):  # x (1 - lr * alpha / n) = x 0.75 per epoch: 1e-305 -> ~1e-310
+        trainer.run_epoch(X, Y, batch_size=40, alpha=20.0)
+        assert _subnormals_survive()
+    tiny = np.finfo(np.float64).tiny
+    w = coefs[0][1]
+    # flushed: the weights (and their updates) never enter the subnormal range
+    assert np.all((w == 0.0) | (np.abs(w) >= tiny)), w
+    assert np.all(np.abs(w) < 1e-305)  # they did decay
+    assert np.isfinite(params).all()
+    # the same decay in plain NumPy does go subnormal: the case above is exercised
+    x = np.full(4, 1e-305)
+    for _ in range(40):
+        x = x - 0.5 * (20.0 * x / 40)
+    assert np.all((x != 0) & (np.abs(x) < tiny))

@@ -45,6 +45,8 @@ cdef extern from "fp_math.h" nogil:
     float fp_sqrt_f(float x)
     double fp_sqrt_d(double x)
     double fp_xlogx_d(double x)
+    unsigned long long fp_denormals_flush()
+    void fp_denormals_restore(unsigned long long old)
 
 cdef extern from "fp_optim.h" nogil:
     double fp_sumsq_f(const float* a, Py_ssize_t n)
@@ -80,7 +82,8 @@ cdef extern from *:
     int fp_has_openmp() noexcept nogil
 
 cdef extern from "Python.h":
-    int PyErr_CheckSignals() except -1
+    # declared noexcept: the epoch driver restores the FPU state before propagating
+    int _check_signals "PyErr_CheckSignals"() noexcept
 
 # Codes shared with fastprop/core/__init__.py (ACTIVATION_CODES, LOSS_CODES).
 cdef enum:
@@ -905,7 +908,10 @@ cdef int _train_epoch_impl(
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out,
 ) except -1 nogil:
-    """Minibatch loop; returns with the GIL re-taken only to check for signals."""
+    """Minibatch loop; takes the GIL only to check for signals. Subnormals are flushed
+    to zero on this thread for the epoch (see fp_denormals_flush)."""
+    cdef unsigned long long fpu = fp_denormals_flush()
+    cdef int rc = 0
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
     cdef Py_ssize_t start = 0, nb, r, src, b = 0
@@ -972,8 +978,12 @@ cdef int _train_epoch_impl(
         b += 1
         if b % SIGNAL_CHECK_EVERY == 0:
             with gil:
-                PyErr_CheckSignals()
-    return 0
+                rc = _check_signals()
+            if rc != 0:
+                # a signal handler raised (KeyboardInterrupt): stop between minibatches
+                break
+    fp_denormals_restore(fpu)
+    return -1 if rc != 0 else 0
 
 
 cdef int _check_epoch(
