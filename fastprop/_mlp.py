@@ -776,6 +776,12 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
         else:
+            if incremental and not self.warm_start:
+                # partial_fit's per-call label work, on the common case without
+                # scikit-learn's generic machinery (it costs more than a small epoch)
+                Y = self._encode_known_labels(y)
+                if Y is not None:
+                    return X, Y
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
@@ -792,6 +798,35 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         # bool first (no float64 temporary), then the data's dtype in _fit
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
+
+    def _encode_known_labels(self, y):
+        """One-hot (or single-column, for binary) bool targets for 1-D integer or
+        string labels of the fitted classes_; None where scikit-learn's general path
+        must decide (other label types, multilabel, or labels outside classes_, for
+        its exact error)."""
+        classes = self.classes_
+        lb = self._label_binarizer
+        if (
+            y.ndim != 1
+            or y.dtype != classes.dtype
+            or y.dtype.kind not in "iubU"
+            or lb.y_type_ not in ("binary", "multiclass")
+            or lb.sparse_output
+            or lb.neg_label != 0
+            or lb.pos_label != 1
+        ):
+            return None
+        idx = np.searchsorted(classes, y)
+        np.minimum(idx, len(classes) - 1, out=idx)
+        if not np.array_equal(classes[idx], y):
+            return None
+        if lb.y_type_ == "binary":
+            if len(classes) == 1:
+                return None
+            return (idx == 1).reshape(-1, 1)
+        Y = np.zeros((y.shape[0], len(classes)), dtype=bool)
+        Y[np.arange(y.shape[0]), idx] = True
+        return Y
 
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.

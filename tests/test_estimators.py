@@ -1986,3 +1986,30 @@ def test_fit_on_largish_data_is_deterministic_across_refits():
     lb = MLPRegressor(hidden_layer_sizes=(64,), solver="lbfgs", max_iter=5, random_state=0)
     results = [lb.fit(X, y).coefs_[0].copy() for _ in range(2)]
     assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([3, 1, 2, 1, 3, 3]),                 # multiclass int
+    np.array(["b", "a", "b", "b", "a", "a"]),     # binary str
+    np.array([True, False, True, True, False, True]),  # binary bool
+    np.array(["x", "yy", "z", "x", "z", "yy"]),   # multiclass str
+])
+def test_partial_fit_label_fast_path_equals_label_binarizer(labels):
+    """partial_fit's own label encoding gives exactly LabelBinarizer's targets, and
+    hands anything it does not cover back to scikit-learn's path (same errors)."""
+    from sklearn.preprocessing import LabelBinarizer
+
+    X = np.arange(len(labels), dtype=float).reshape(-1, 1)
+    est = MLPClassifier(hidden_layer_sizes=(3,), random_state=0)
+    est.partial_fit(X, labels, classes=np.unique(labels))
+    fast = est._encode_known_labels(labels)
+    assert fast is not None
+    expected = LabelBinarizer().fit(np.unique(labels)).transform(labels).astype(bool)
+    assert fast.dtype == bool and np.array_equal(fast, expected)
+    # a label outside classes_: no fast answer, scikit-learn's error
+    other = np.array([labels[0]] * 2)
+    other[1] = np.array(["w"]).astype(labels.dtype)[0] if labels.dtype.kind == "U" else 99
+    if labels.dtype.kind != "b":
+        assert est._encode_known_labels(other) is None
+        with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
+            est.partial_fit(X[:2], other)
