@@ -12,12 +12,14 @@ def _build_info():
     return dict(BUILD_INFO)
 
 
-def _simd_level():
-    """The widest x86 / Arm SIMD the CPU offers, and the baseline the build targets.
+def _simd_level(dispatch=False):
+    """The widest x86 / Arm SIMD the CPU offers, and what fastprop's loops use.
 
     The kernels are compiled without -march=native (a wheel must run on any CPU of its
-    architecture), so the compiler's auto-vectorised loops use the baseline; BLAS picks
-    its own kernels at run time (see the BLAS section)."""
+    architecture), so most auto-vectorised loops use the baseline; with ``dispatch``
+    the flat-vector loops (optimizer steps, gradient normalisation) are also compiled
+    for AVX2 and AVX-512 and the widest the CPU supports is picked at load time. BLAS
+    picks its own kernels at run time (see the thread pools section)."""
     machine = platform.machine().lower()
     flags = set()
     try:
@@ -33,6 +35,9 @@ def _simd_level():
             (name for name in ("avx512f", "avx2", "avx", "sse4_2") if name in flags),
             "sse2" if flags else "unknown",
         )
+        if dispatch:
+            level = "avx512f" if "avx512f" in flags else "avx2" if "avx2" in flags else "sse2"
+            return cpu, f"optimizer loops {level} (run-time dispatch); other loops sse2 (x86-64 baseline)"
         return cpu, "sse2 (x86-64 baseline)"
     if machine in ("aarch64", "arm64"):
         cpu = "sve" if "sve" in flags else "neon"
@@ -50,7 +55,7 @@ def config():
     from .core import _kernels
 
     info = _build_info()
-    cpu_simd, build_simd = _simd_level()
+    cpu_simd, build_simd = _simd_level(getattr(_kernels, "SIMD_DISPATCH", False))
     blas = []
     try:
         from threadpoolctl import threadpool_info

@@ -49,6 +49,7 @@ cdef extern from "fp_math.h" nogil:
     void fp_denormals_restore(unsigned long long old)
 
 cdef extern from "fp_optim.h" nogil:
+    int fp_dispatch_enabled()
     double fp_sumsq_f(const float* a, Py_ssize_t n)
     double fp_sumsq_d(const double* a, Py_ssize_t n)
     double fp_normalise_f(float* g, const float* p, Py_ssize_t n_coef, Py_ssize_t n,
@@ -112,6 +113,9 @@ cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 24
 cdef Py_ssize_t SIGNAL_CHECK_EVERY = 8
 
 HAS_OPENMP = bool(fp_has_openmp())
+# True where the flat-vector loops (csrc/fp_optim.h) are compiled per ISA level and
+# chosen at load time (GCC target_clones on x86-64 Linux).
+SIMD_DISPATCH = bool(fp_dispatch_enabled())
 
 
 def openmp_max_threads():
@@ -599,6 +603,82 @@ cdef inline double _adam_step(
                          beta_1, beta_2, epsilon)
 
 
+cdef struct Step:
+    # One optimizer step's scalars (the solver state arrays are passed alongside).
+    int solver
+    double scale          # 1 / (the batch's sample-weight sum)
+    double alpha
+    double lr             # sgd: learning rate; adam: lr sqrt(1 - b2^t) / (1 - b1^t)
+    double momentum
+    int nesterov
+    double beta_1
+    double beta_2
+    double epsilon
+
+
+cdef inline double _update_segment(
+    floating* params, const floating* grads, floating* state_1, floating* state_2,
+    Py_ssize_t off, Py_ssize_t n, bint penalised, const Step* st,
+) noexcept nogil:
+    """The optimizer step on params[off:off + n] (weights when ``penalised``: they get
+    the L2 term and count in the returned sum of squares)."""
+    cdef Py_ssize_t n_coef = n if penalised else 0
+    if st.solver == SOLVER_SGD:
+        return _sgd_step(params + off, grads + off, state_1 + off, n_coef, n,
+                         <floating> st.scale, <floating> st.alpha, <floating> st.lr,
+                         <floating> st.momentum, st.nesterov)
+    return _adam_step(params + off, grads + off, state_1 + off, state_2 + off, n_coef, n,
+                      <floating> st.scale, <floating> st.alpha, <floating> st.lr,
+                      <floating> st.beta_1, <floating> st.beta_2, <floating> st.epsilon)
+
+
+cdef double _backward_update(
+    Net* net,
+    floating* params,         # INOUT (n_params,): each layer updated once its last use is done
+    const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* acts,     # IN  workspace from _forward
+    floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
+    floating* grads,          # scratch (n_params,): intercept part holds the column sums
+    floating* state_1, floating* state_2, const Step* st,
+) noexcept nogil:
+    """``_backward`` with the optimizer step fused in, layer by layer from the output.
+
+    Layer l's step runs as soon as W_l has been used for delta_{l-1}: its gradient
+    (just written by the GEMM) and W_l (just read by it) are still in cache, instead of
+    a separate pass over the whole flat vector after the backward pass. The arithmetic
+    per parameter is that of the unfused step. Returns sum ||W||^2 of the new weights.
+    """
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t n_in, n_out
+    cdef const floating* A_prev
+    cdef floating* D
+    cdef floating* D_prev
+    cdef double sq = 0.0
+    for l in range(L - 1, -1, -1):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        A_prev = X if l == 0 else acts + net.a_off[l - 1]
+        D = deltas + net.a_off[l]
+        if l == 0 and csr != NULL:
+            _csr_t_matmul(csr, n, D, n_out, grads, n_in, <floating> 0.0)
+        else:
+            _gemm(True, False, <int> n_in, <int> n_out, <int> n,
+                  <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
+                  <floating> 0.0, grads + net.w_off[l], <int> n_out)
+        if l > 0:
+            D_prev = deltas + net.a_off[l - 1]
+            _gemm(False, True, <int> n, <int> n_in, <int> n_out,
+                  <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
+                  <floating> 0.0, D_prev, <int> n_in)
+            _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
+                               grads + net.b_off[l - 1])
+        # W_l and b_l are no longer needed by this batch: step them now
+        sq += _update_segment(params, grads, state_1, state_2, net.w_off[l],
+                              n_in * n_out, True, st)
+        _update_segment(params, grads, state_1, state_2, net.b_off[l], n_out, False, st)
+    return sq
+
+
 # ---------------------------------------------------------------------------------------
 # def entry points: every check happens here, before the GIL is released
 # ---------------------------------------------------------------------------------------
@@ -912,6 +992,15 @@ cdef int _train_epoch_impl(
     to zero on this thread for the epoch (see fp_denormals_flush)."""
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef int rc = 0
+    cdef Step st
+    st.solver = solver
+    st.alpha = alpha
+    st.lr = hyper[0]
+    st.momentum = hyper[1]
+    st.nesterov = hyper[2] != 0
+    st.beta_1 = hyper[3]
+    st.beta_2 = hyper[4]
+    st.epsilon = hyper[5]
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
     cdef Py_ssize_t start = 0, nb, r, src, b = 0
@@ -957,23 +1046,17 @@ cdef int _train_epoch_impl(
             _forward(net, params, Xb, csr, nb, acts)
             data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
                                grads + net.b_off[net.n_layers - 1])
-            _backward(net, params, Xb, csr, nb, acts, deltas, grads, <floating> 0.0)
             # scikit-learn's batch loss (L2 term from the weights this batch used),
             # weighted by the batch length
             acc_out[0] += (data / s + 0.5 * alpha * sq / s) * nb
-            # -- one fused optimizer step; it returns the next ||W||^2 ---------------
-            if solver == SOLVER_SGD:
-                sq = _sgd_step(params, grads, state_1, net.n_coef, net.n_params,
-                               <floating> (1.0 / s), <floating> alpha,
-                               <floating> hyper[0], <floating> hyper[1], hyper[2] != 0)
-            else:
+            # -- backward with the optimizer step fused in; it returns the next ||W||^2
+            st.scale = 1.0 / s
+            if solver == SOLVER_ADAM:
                 counter[0] += 1
-                step = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
+                st.lr = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
                     1 - hyper[3] ** counter[0])
-                sq = _adam_step(params, grads, state_1, state_2, net.n_coef, net.n_params,
-                                <floating> (1.0 / s), <floating> alpha, <floating> step,
-                                <floating> hyper[3], <floating> hyper[4],
-                                <floating> hyper[5])
+            sq = _backward_update(net, params, Xb, csr, nb, acts, deltas, grads,
+                                  state_1, state_2, &st)
         start += nb
         b += 1
         if b % SIGNAL_CHECK_EVERY == 0:
