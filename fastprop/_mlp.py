@@ -197,13 +197,14 @@ class MLPEstimator(BaseEstimator):
         return flat
 
     def _predict_params(self):
-        """The flat parameter vector for prediction. Prediction changes no state: arrays
-        a user assigned to coefs_ / intercepts_ stay theirs (later in-place edits to
-        them count, as in scikit-learn); they are packed into a temporary vector."""
+        """(flat parameter vector, layer units) for prediction. Prediction changes no
+        state: arrays a user assigned to coefs_ / intercepts_ stay theirs (later
+        in-place edits to them count, as in scikit-learn); they are checked and packed
+        into a temporary vector."""
         if self._views_intact():
-            return self._flat
+            return self._flat, self._layer_units()
         coefs, intercepts, units, dtype = self._check_layers(self.coefs_, self.intercepts_)
-        return core.pack(coefs, intercepts)
+        return core.pack(coefs, intercepts), units
 
     def _check_layers(self, coefs, intercepts):
         n_layers = getattr(self, "n_layers_", None)
@@ -220,6 +221,22 @@ class MLPEstimator(BaseEstimator):
                 f"arrays each, got {len(coefs)} and {len(intercepts)}."
             )
         # the same checks the core applies (shapes chain, one float dtype, finite)
+        def real(a):
+            # object arrays of numbers work (as in scikit-learn); complex or
+            # non-numeric entries do not
+            if a.dtype.kind == "O":
+                try:
+                    return a.astype(np.float64)
+                except (TypeError, ValueError):
+                    pass
+            if a.dtype.kind not in "fiub":
+                raise ValueError(
+                    f"coefs_ and intercepts_ must hold real numbers, got dtype {a.dtype}."
+                )
+            return a
+
+        coefs = [real(W) for W in coefs]
+        intercepts = [real(b) for b in intercepts]
         dtypes = {a.dtype for a in chain(coefs, intercepts)}
         if len(dtypes) > 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
             # coerce a consistent model assigned with other float / int arrays
@@ -482,6 +499,7 @@ class MLPEstimator(BaseEstimator):
                     accumulated_loss = opt.run_epoch(
                         X_core, Y, batch_size=batch_size, alpha=self.alpha,
                         sample_weight=sw_core, order=None if in_place else sample_idx,
+                        check_input=False,  # validated once above, not per epoch
                     )
                 except KeyboardInterrupt:
                     # keep the weights of the last completed epoch
@@ -629,11 +647,11 @@ class MLPEstimator(BaseEstimator):
         """The network's output for X (after the output activation)."""
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
-        flat = self._predict_params()
+        flat, units = self._predict_params()
         if X.dtype != flat.dtype:
             X = X.astype(flat.dtype)
         return core.forward_flat(
-            flat, self._layer_units(), X, activation=self.activation,
+            flat, units, X, activation=self.activation,
             loss=_CORE_LOSS[self.out_activation_],
         )
 

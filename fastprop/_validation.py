@@ -8,6 +8,7 @@ everything it reads or writes without the GIL has been sized and typed here firs
 import numbers
 
 import numpy as np
+import scipy.sparse as sp
 
 ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 # loss name -> output activation it fixes (as scikit-learn's MLP pairs them)
@@ -28,6 +29,9 @@ def _as_float_array(a, name, ndim):
             raise ValueError(f"{name} could not be converted to an array: {exc}") from None
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}.")
+    if isinstance(a, np.matrix):
+        # np.matrix redefines * and ravel; scikit-learn rejects it too
+        raise TypeError(f"{name} is an np.matrix; convert it with np.asarray.")
     if a.dtype.type not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {a.dtype}."
@@ -162,3 +166,105 @@ def check_forward_args(coefs, intercepts, X, activation, loss):
     if not np.isfinite(X).all():
         raise ValueError("X contains NaN or infinity.")
     return coefs, intercepts, X, sizes, dtype
+
+
+def _real(x, name, low=None, high=None, low_open=False, high_open=False):
+    """A finite real scalar within [low, high] (ends open when asked), as float."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (numbers.Real, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {x!r}.")
+    x = float(x)
+    if not np.isfinite(x):
+        raise ValueError(f"{name} must be finite, got {x!r}.")
+    if low is not None and (x < low or (low_open and x == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {x!r}.")
+    if high is not None and (x > high or (high_open and x == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {x!r}.")
+    return x
+
+
+def check_sgd_hyper(learning_rate, momentum):
+    return _real(learning_rate, "learning_rate", 0), _real(momentum, "momentum", 0, 1)
+
+
+def check_adam_hyper(t, learning_rate, beta_1, beta_2, epsilon):
+    if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Integral, np.integer)):
+        raise TypeError(f"t must be an integer (the update count, from 1), got {t!r}.")
+    if t < 1:
+        raise ValueError(f"t counts updates from 1, got {t}.")
+    return (
+        int(t),
+        _real(learning_rate, "learning_rate", 0),
+        _real(beta_1, "beta_1", 0, 1, high_open=True),
+        _real(beta_2, "beta_2", 0, 1, high_open=True),
+        _real(epsilon, "epsilon", 0, low_open=True),
+    )
+
+
+def check_epoch_args(sizes, dtype, loss, X, Y, batch_size, alpha, sample_weight, order):
+    """Validate ``Trainer.run_epoch`` input; returns (X, Y, sample_weight, order,
+    batch_size, alpha) ready for the kernel (C-contiguous, the Trainer's dtype)."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
+        batch_size, (numbers.Integral, np.integer)
+    ):
+        raise TypeError(f"batch_size must be an integer, got {batch_size!r}.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    alpha = _real(alpha, "alpha", 0)
+    if sp.issparse(X):
+        raise TypeError("pass a sparse X as fastprop.core.csr_parts(X).")
+    if isinstance(X, tuple):
+        if len(X) != 3:
+            raise ValueError("a sparse X is the (data, indices, indptr) of csr_parts.")
+        data = _as_float_array(X[0], "X data", 1)
+        if data.dtype != dtype:
+            raise TypeError(f"X data must have dtype {dtype}, got {data.dtype}.")
+        if not np.isfinite(data).all():
+            raise ValueError("X contains NaN or infinity.")
+        X = (np.ascontiguousarray(data),
+             np.ascontiguousarray(X[1], dtype=np.intp),
+             np.ascontiguousarray(X[2], dtype=np.intp))
+        n_samples = X[2].shape[0] - 1
+    else:
+        X = _as_float_array(X, "X", 2)
+        if X.dtype != dtype:
+            raise TypeError(f"X must have dtype {dtype}, got {X.dtype}.")
+        if X.shape[1] != sizes[0]:
+            raise ValueError(f"X has {X.shape[1]} features, the network {sizes[0]}.")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or infinity.")
+        X = np.ascontiguousarray(X)
+        n_samples = X.shape[0]
+    Y = _as_float_array(Y, "Y", 2)
+    if Y.dtype != dtype:
+        raise TypeError(f"Y must have dtype {dtype}, got {Y.dtype}.")
+    if Y.shape != (n_samples, sizes[-1]):
+        raise ValueError(
+            f"Y must have shape {(n_samples, sizes[-1])}, got {Y.shape}."
+        )
+    if not np.isfinite(Y).all():
+        raise ValueError("Y contains NaN or infinity.")
+    if loss == "poisson" and (Y < 0).any():
+        raise ValueError("loss='poisson' requires non-negative targets Y.")
+    Y = np.ascontiguousarray(Y)
+    if sample_weight is not None:
+        sample_weight = _as_float_array(sample_weight, "sample_weight", 1)
+        if sample_weight.dtype != dtype:
+            raise TypeError(
+                f"sample_weight must have dtype {dtype}, got {sample_weight.dtype}."
+            )
+        if sample_weight.shape[0] != n_samples:
+            raise ValueError(
+                f"sample_weight has {sample_weight.shape[0]} entries, X has "
+                f"{n_samples} samples."
+            )
+        if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+            raise ValueError("sample_weight must be finite and non-negative.")
+        sample_weight = np.ascontiguousarray(sample_weight)
+    if order is not None:
+        order = np.asarray(order)
+        if order.ndim != 1 or order.dtype.kind not in "iu":
+            raise TypeError("order must be a 1-D array of integer row indices.")
+        if order.size and (order.min() < 0 or order.max() >= n_samples):
+            raise ValueError(f"order holds row indices outside [0, {n_samples}).")
+        order = np.ascontiguousarray(order, dtype=np.intp)
+    return X, Y, sample_weight, order, int(batch_size), alpha

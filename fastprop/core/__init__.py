@@ -17,7 +17,14 @@ epochs in compiled code (what the estimators are built on).
 import numpy as np
 import scipy.sparse as sp
 
-from .._validation import check_activation_loss, check_forward_args, check_loss_args
+from .._validation import (
+    check_activation_loss,
+    check_adam_hyper,
+    check_epoch_args,
+    check_forward_args,
+    check_loss_args,
+    check_sgd_hyper,
+)
 from . import _kernels
 
 __all__ = [
@@ -213,6 +220,7 @@ def sgd_update(params, grads, velocity, *, learning_rate, momentum, nesterov):
     if dtype.type not in (np.float32, np.float64):
         raise TypeError(f"params must be float32 or float64, got {dtype}.")
     _check_flat(dtype, params=params, grads=grads, velocity=velocity)
+    learning_rate, momentum = check_sgd_hyper(learning_rate, momentum)
     _kernels.sgd_update(
         params, grads, velocity, learning_rate=learning_rate, momentum=momentum,
         nesterov=bool(nesterov),
@@ -225,8 +233,11 @@ def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilo
     if dtype.type not in (np.float32, np.float64):
         raise TypeError(f"params must be float32 or float64, got {dtype}.")
     _check_flat(dtype, params=params, grads=grads, m=m, v=v)
+    t, learning_rate, beta_1, beta_2, epsilon = check_adam_hyper(
+        t, learning_rate, beta_1, beta_2, epsilon
+    )
     _kernels.adam_update(
-        params, grads, m, v, t=int(t), learning_rate=learning_rate, beta_1=beta_1,
+        params, grads, m, v, t=t, learning_rate=learning_rate, beta_1=beta_1,
         beta_2=beta_2, epsilon=epsilon,
     )
 
@@ -309,23 +320,35 @@ class Trainer:
             self._sw_buf = np.empty(batch_size, dtype=dt)
             self._batch = batch_size
 
-    def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None):
+    def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None,
+                  check_input=True):
         """Train one epoch over (X, Y) in minibatches; return scikit-learn's
         accumulated loss (sum of batch loss x batch length).
 
-        ``order`` (row indices, intp: a permutation of ``range(n_samples)`` or a subset
-        of it) visits those rows in that order, gathering each minibatch into a reused buffer; without it rows are taken
-        in place, in order. X is a C-contiguous array of ``params``'s dtype, or the
-        ``csr_parts`` tuple of a sparse X (converted once per fit by the caller); Y is
-        C-contiguous.
+        ``order`` (row indices: a permutation of ``range(n_samples)`` or a subset of
+        it) visits those rows in that order, gathering each minibatch into a reused
+        buffer; without it rows are taken in place, in order. X is an array of
+        ``params``'s dtype, or the ``csr_parts`` tuple of a sparse X; Y is
+        (n_samples, n_outputs).
+
+        ``check_input=False`` skips the O(n) checks (finite values, types, index
+        ranges) for callers that validated once per fit, as the estimators do; the
+        compiled kernel still checks every shape and index it relies on.
         """
         if self.params is None:
             raise ValueError(
                 "this Trainer was unpickled without its parameters: assign the flat "
                 "parameter vector to .params before training"
             )
+        if check_input:
+            X, Y, sample_weight, order, batch_size, alpha = check_epoch_args(
+                self.sizes, self.dtype, self.loss, X, Y, batch_size, alpha,
+                sample_weight, order,
+            )
         n = Y.shape[0] if order is None else len(order)
-        batch_size = int(max(1, min(batch_size, n)))
+        if n == 0:
+            return 0.0  # nothing to visit
+        batch_size = int(min(batch_size, n))
         self._ensure_buffers(batch_size, sample_weight is not None)
         sw = np.empty(0, dtype=self.dtype) if sample_weight is None else sample_weight
         order = np.empty(0, dtype=np.intp) if order is None else order

@@ -737,12 +737,16 @@ cdef double _sample_weight_sum(const floating[::1] sample_weight, Py_ssize_t n) 
 # Full-data loss and gradient (L-BFGS, loss_and_gradients)
 # ---------------------------------------------------------------------------------------
 
-cdef double _loss_grad_impl(
+cdef int _loss_grad_impl(
     Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
     const floating* Y, const floating* sw, double s, double alpha,
     floating* grads, floating* acts, floating* deltas, Py_ssize_t rows,
-) noexcept nogil:
+    double* value,
+) except -1 nogil:
+    """Full-data loss into ``value``; takes the GIL between blocks only to check for
+    signals (a full pass over a large X can take seconds)."""
     cdef Py_ssize_t start = 0, nb, i
+    cdef int rc = 0
     cdef Py_ssize_t c = net.sizes[net.n_layers], last = net.a_off[net.n_layers - 1]
     cdef double data = 0.0, sq = 0.0
     cdef floating beta = 0
@@ -761,13 +765,19 @@ cdef double _loss_grad_impl(
                   acts, deltas, grads, beta)
         beta = 1
         start += nb
+        if start < n:
+            with gil:
+                rc = _check_signals()
+            if rc != 0:
+                return -1   # the signal handler's exception is set
     # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
     if floating is float:
         sq = fp_normalise_f(grads, params, net.n_coef, net.n_params, <float> alpha,
                             <float> s)
     else:
         sq = fp_normalise_d(grads, params, net.n_coef, net.n_params, alpha, s)
-    return data / s + 0.5 * alpha * sq / s
+    value[0] = data / s + 0.5 * alpha * sq / s
+    return 0
 
 
 cdef int _check_loss_grad(Net* net, Py_ssize_t n_params, Py_ssize_t n_grads,
@@ -784,15 +794,15 @@ cdef int _check_loss_grad(Net* net, Py_ssize_t n_params, Py_ssize_t n_grads,
 
 
 def loss_grad(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    const floating[::1] params,          # IN  (n_params,)
-    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
-    const floating[:, ::1] Y,            # IN  (n_samples, sizes[-1])
-    const floating[::1] sample_weight,   # IN  (n_samples,) or (0,) for none
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,          # IN  (n_params,)
+    const floating[:, ::1] X not None,            # IN  (n_samples, sizes[0])
+    const floating[:, ::1] Y not None,            # IN  (n_samples, sizes[-1])
+    const floating[::1] sample_weight not None,   # IN  (n_samples,) or (0,) for none
     double alpha,
-    floating[::1] grads,                 # OUT (n_params,)
-    floating[::1] acts,                  # scratch (rows * sum(sizes[1:]),)
-    floating[::1] deltas,                # scratch, as acts
+    floating[::1] grads not None,                 # OUT (n_params,)
+    floating[::1] acts not None,                  # scratch (rows * sum(sizes[1:]),)
+    floating[::1] deltas not None,                # scratch, as acts
     Py_ssize_t rows,                     # block size the scratch was sized for
 ):
     """Full-data loss and gradient (normalised, L2 included), in blocks of ``rows``.
@@ -812,25 +822,25 @@ def loss_grad(
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         s = _sample_weight_sum(sample_weight, n)
         with nogil:
-            value = _loss_grad_impl(
+            _loss_grad_impl(
                 &net, &params[0], &X[0, 0], NULL, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows)
+                &grads[0], &acts[0], &deltas[0], rows, &value)
         return value
     finally:
         free(net.sizes)
 
 
 def loss_grad_csr(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    const floating[::1] params,
-    const floating[::1] X_data,          # IN  CSR X: values (nnz,)
-    const Py_ssize_t[::1] X_indices,     # IN  (nnz,)
-    const Py_ssize_t[::1] X_indptr,      # IN  (n_samples + 1,)
-    const floating[:, ::1] Y,
-    const floating[::1] sample_weight,
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,
+    const floating[::1] X_data not None,          # IN  CSR X: values (nnz,)
+    const Py_ssize_t[::1] X_indices not None,     # IN  (nnz,)
+    const Py_ssize_t[::1] X_indptr not None,      # IN  (n_samples + 1,)
+    const floating[:, ::1] Y not None,
+    const floating[::1] sample_weight not None,
     double alpha,
-    floating[::1] grads, floating[::1] acts, floating[::1] deltas, Py_ssize_t rows,
+    floating[::1] grads not None, floating[::1] acts not None, floating[::1] deltas not None, Py_ssize_t rows,
 ):
     """``loss_grad`` for a CSR X: the first layer's products are sparse x dense."""
     cdef Py_ssize_t n
@@ -850,10 +860,10 @@ def loss_grad_csr(
         csr.rows = NULL
         csr.row0 = 0
         with nogil:
-            value = _loss_grad_impl(
+            _loss_grad_impl(
                 &net, &params[0], NULL, &csr, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows)
+                &grads[0], &acts[0], &deltas[0], rows, &value)
         return value
     finally:
         free(net.sizes)
@@ -881,11 +891,11 @@ cdef void _forward_impl(
 
 
 def forward(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    const floating[::1] params,          # IN  (n_params,)
-    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
-    floating[:, ::1] out,                # OUT (n_samples, sizes[-1]) network output P
-    floating[::1] acts,                  # scratch (rows * sum(sizes[1:]),)
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,          # IN  (n_params,)
+    const floating[:, ::1] X not None,            # IN  (n_samples, sizes[0])
+    floating[:, ::1] out not None,                # OUT (n_samples, sizes[-1]) network output P
+    floating[::1] acts not None,                  # scratch (rows * sum(sizes[1:]),)
     Py_ssize_t rows,
 ):
     """The network output P = g(Z_L) for X, in blocks of ``rows`` samples."""
@@ -907,11 +917,11 @@ def forward(
 
 
 def forward_csr(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    const floating[::1] params,
-    const floating[::1] X_data, const Py_ssize_t[::1] X_indices,
-    const Py_ssize_t[::1] X_indptr,
-    floating[:, ::1] out, floating[::1] acts, Py_ssize_t rows,
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,
+    const floating[::1] X_data not None, const Py_ssize_t[::1] X_indices not None,
+    const Py_ssize_t[::1] X_indptr not None,
+    floating[:, ::1] out not None, floating[::1] acts not None, Py_ssize_t rows,
 ):
     """``forward`` for a CSR X."""
     cdef Py_ssize_t n
@@ -942,7 +952,7 @@ def forward_csr(
 # ---------------------------------------------------------------------------------------
 
 def sgd_update(
-    floating[::1] params, const floating[::1] grads, floating[::1] velocity,
+    floating[::1] params not None, const floating[::1] grads not None, floating[::1] velocity not None,
     *, double learning_rate, double momentum, bint nesterov,
 ):
     """One SGD step in place over flat vectors (gradients already normalised)."""
@@ -957,7 +967,7 @@ def sgd_update(
 
 
 def adam_update(
-    floating[::1] params, const floating[::1] grads, floating[::1] m, floating[::1] v,
+    floating[::1] params not None, const floating[::1] grads not None, floating[::1] m not None, floating[::1] v not None,
     *, Py_ssize_t t, double learning_rate, double beta_1, double beta_2, double epsilon,
 ):
     """One Adam step in place over flat vectors (``t`` counts from 1)."""
@@ -1109,24 +1119,24 @@ cdef int _check_epoch(
 
 
 def train_epoch(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    floating[::1] params,                # INOUT (n_params,)
-    floating[::1] grads,                 # scratch (n_params,)
-    const floating[:, ::1] X,            # IN  (n_samples, sizes[0])
-    const floating[:, ::1] Y,            # IN  (n_samples, sizes[-1])
-    const floating[::1] sample_weight,   # IN  (n_samples,) or (0,) for none
-    const Py_ssize_t[::1] order,         # IN  rows to visit, in order (each in [0, n)), or
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    floating[::1] params not None,                # INOUT (n_params,)
+    floating[::1] grads not None,                 # scratch (n_params,)
+    const floating[:, ::1] X not None,            # IN  (n_samples, sizes[0])
+    const floating[:, ::1] Y not None,            # IN  (n_samples, sizes[-1])
+    const floating[::1] sample_weight not None,   # IN  (n_samples,) or (0,) for none
+    const Py_ssize_t[::1] order not None,         # IN  rows to visit, in order (each in [0, n)), or
                                          #     (0,) for all rows 0..n-1 in place
     Py_ssize_t batch_size, double alpha,
-    floating[::1] acts, floating[::1] deltas,   # scratch (batch_size * sum(sizes[1:]),)
-    floating[:, ::1] x_buf,              # scratch (batch_size, sizes[0]) gathered rows
-    floating[:, ::1] y_buf,              # scratch (batch_size, sizes[-1])
-    floating[::1] sw_buf,                # scratch (batch_size,)
+    floating[::1] acts not None, floating[::1] deltas not None,   # scratch (batch_size * sum(sizes[1:]),)
+    floating[:, ::1] x_buf not None,              # scratch (batch_size, sizes[0]) gathered rows
+    floating[:, ::1] y_buf not None,              # scratch (batch_size, sizes[-1])
+    floating[::1] sw_buf not None,                # scratch (batch_size,)
     int solver,                          # 0 sgd, 1 adam
-    floating[::1] state_1,               # sgd: velocity; adam: first moment m
-    floating[::1] state_2,               # adam: second moment v (unused by sgd)
-    const double[::1] hyper,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
-    Py_ssize_t[::1] counter,             # (1,): adam's update count t, advanced in place
+    floating[::1] state_1 not None,               # sgd: velocity; adam: first moment m
+    floating[::1] state_2 not None,               # adam: second moment v (unused by sgd)
+    const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
+    Py_ssize_t[::1] counter not None,             # (1,): adam's update count t, advanced in place
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -1169,17 +1179,17 @@ def train_epoch(
 
 
 def train_epoch_csr(
-    const Py_ssize_t[::1] sizes, int activation, int loss,
-    floating[::1] params, floating[::1] grads,
-    const floating[::1] X_data,          # IN  CSR X: values (nnz,)
-    const Py_ssize_t[::1] X_indices,     # IN  (nnz,)
-    const Py_ssize_t[::1] X_indptr,      # IN  (n_samples + 1,)
-    const floating[:, ::1] Y, const floating[::1] sample_weight,
-    const Py_ssize_t[::1] order, Py_ssize_t batch_size, double alpha,
-    floating[::1] acts, floating[::1] deltas,
-    floating[:, ::1] y_buf, floating[::1] sw_buf,
-    int solver, floating[::1] state_1, floating[::1] state_2,
-    const double[::1] hyper, Py_ssize_t[::1] counter,
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    floating[::1] params not None, floating[::1] grads not None,
+    const floating[::1] X_data not None,          # IN  CSR X: values (nnz,)
+    const Py_ssize_t[::1] X_indices not None,     # IN  (nnz,)
+    const Py_ssize_t[::1] X_indptr not None,      # IN  (n_samples + 1,)
+    const floating[:, ::1] Y not None, const floating[::1] sample_weight not None,
+    const Py_ssize_t[::1] order not None, Py_ssize_t batch_size, double alpha,
+    floating[::1] acts not None, floating[::1] deltas not None,
+    floating[:, ::1] y_buf not None, floating[::1] sw_buf not None,
+    int solver, floating[::1] state_1 not None, floating[::1] state_2 not None,
+    const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense."""
