@@ -109,8 +109,18 @@ cdef enum:
 # blocks of 2^16..2^20 entries running 1.2-7x SLOWER with a 2-thread elementwise pass
 # than with one, on 2 cores. Only passes far larger than a training block go parallel.
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 24
-# Check for Ctrl-C (and other signals) every this many minibatches.
+# Check for Ctrl-C (and other signals) every this many minibatches. Only a call from
+# the main thread checks: Python runs signal handlers there alone, and taking the GIL
+# back from a worker thread would make a background fit wait on whatever Python code
+# the other threads run (measured: a background epoch asleep on the GIL longer than it
+# computed while the main thread ran Python).
 cdef Py_ssize_t SIGNAL_CHECK_EVERY = 8
+
+import threading as _threading
+
+
+cdef Py_ssize_t _signal_interval():
+    return SIGNAL_CHECK_EVERY if _threading.current_thread() is _threading.main_thread() else 0
 
 HAS_OPENMP = bool(fp_has_openmp())
 # True where the flat-vector loops (csrc/fp_optim.h) are compiled per ISA level and
@@ -741,7 +751,7 @@ cdef int _loss_grad_impl(
     Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
     const floating* Y, const floating* sw, double s, double alpha,
     floating* grads, floating* acts, floating* deltas, Py_ssize_t rows,
-    double* value,
+    double* value, Py_ssize_t check_signals,
 ) except -1 nogil:
     """Full-data loss into ``value``; takes the GIL between blocks only to check for
     signals (a full pass over a large X can take seconds)."""
@@ -765,7 +775,7 @@ cdef int _loss_grad_impl(
                   acts, deltas, grads, beta)
         beta = 1
         start += nb
-        if start < n:
+        if check_signals and start < n:
             with gil:
                 rc = _check_signals()
             if rc != 0:
@@ -811,7 +821,7 @@ def loss_grad(
     GEMMs (beta = 1) gives the full gradient with memory bounded by the block.
     Returns the loss as a Python float.
     """
-    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t n = X.shape[0], sig
     cdef double s, value
     if rows < 1:
         raise ValueError("rows must be >= 1")
@@ -821,11 +831,12 @@ def loss_grad(
                          deltas.shape[0], n, Y.shape[0], Y.shape[1])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         s = _sample_weight_sum(sample_weight, n)
+        sig = _signal_interval()
         with nogil:
             _loss_grad_impl(
                 &net, &params[0], &X[0, 0], NULL, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows, &value)
+                &grads[0], &acts[0], &deltas[0], rows, &value, sig)
         return value
     finally:
         free(net.sizes)
@@ -843,7 +854,7 @@ def loss_grad_csr(
     floating[::1] grads not None, floating[::1] acts not None, floating[::1] deltas not None, Py_ssize_t rows,
 ):
     """``loss_grad`` for a CSR X: the first layer's products are sparse x dense."""
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, sig
     cdef double s, value
     cdef CSR csr
     if rows < 1:
@@ -859,11 +870,12 @@ def loss_grad_csr(
         csr.indptr = &X_indptr[0]
         csr.rows = NULL
         csr.row0 = 0
+        sig = _signal_interval()
         with nogil:
             _loss_grad_impl(
                 &net, &params[0], NULL, &csr, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows, &value)
+                &grads[0], &acts[0], &deltas[0], rows, &value, sig)
         return value
     finally:
         free(net.sizes)
@@ -996,7 +1008,7 @@ cdef int _train_epoch_impl(
     Py_ssize_t batch_size, double alpha,
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
 ) except -1 nogil:
     """Minibatch loop; takes the GIL only to check for signals. Subnormals are flushed
     to zero on this thread for the epoch (see fp_denormals_flush)."""
@@ -1069,7 +1081,7 @@ cdef int _train_epoch_impl(
                                   state_1, state_2, &st)
         start += nb
         b += 1
-        if b % SIGNAL_CHECK_EVERY == 0:
+        if signal_every > 0 and b % signal_every == 0:
             with gil:
                 rc = _check_signals()
             if rc != 0:
@@ -1149,7 +1161,7 @@ def train_epoch(
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
     """
-    cdef Py_ssize_t n = X.shape[0]
+    cdef Py_ssize_t n = X.shape[0], sig
     cdef double acc = 0.0
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
@@ -1161,6 +1173,7 @@ def train_epoch(
                      acts.shape[0], deltas.shape[0], True, x_buf.shape[0], x_buf.shape[1],
                      y_buf.shape[0], y_buf.shape[1], sw_buf.shape[0], solver,
                      state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
+        sig = _signal_interval()
         with nogil:
             _train_epoch_impl(
                 &net, &params[0], &grads[0], &X[0, 0], NULL,
@@ -1172,7 +1185,7 @@ def train_epoch(
                 &y_buf[0, 0] if order.shape[0] > 0 else NULL,
                 &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
                 solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-                &hyper[0], &counter[0], &acc)
+                &hyper[0], &counter[0], &acc, sig)
         return acc
     finally:
         free(net.sizes)
@@ -1193,7 +1206,7 @@ def train_epoch_csr(
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense."""
-    cdef Py_ssize_t n
+    cdef Py_ssize_t n, sig
     cdef double acc = 0.0
     cdef CSR csr
     if batch_size < 1:
@@ -1211,6 +1224,7 @@ def train_epoch_csr(
         csr.indptr = &X_indptr[0]
         csr.rows = NULL
         csr.row0 = 0
+        sig = _signal_interval()
         with nogil:
             _train_epoch_impl(
                 &net, &params[0], &grads[0], NULL, &csr,
@@ -1221,7 +1235,7 @@ def train_epoch_csr(
                 &y_buf[0, 0] if order.shape[0] > 0 else NULL,
                 &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
                 solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-                &hyper[0], &counter[0], &acc)
+                &hyper[0], &counter[0], &acc, sig)
         return acc
     finally:
         free(net.sizes)
