@@ -88,6 +88,23 @@ def check_network(coefs, intercepts):
     return coefs, intercepts, sizes, dtype
 
 
+def _check_sample_weight(sample_weight, dtype, n_samples):
+    """A 1-D array of ``dtype`` with one finite, non-negative weight per sample."""
+    sample_weight = _as_float_array(sample_weight, "sample_weight", 1)
+    if sample_weight.dtype != dtype:
+        raise TypeError(
+            f"sample_weight must have dtype {dtype}, got {sample_weight.dtype}."
+        )
+    if sample_weight.shape[0] != n_samples:
+        raise ValueError(
+            f"sample_weight has {sample_weight.shape[0]} entries, X has "
+            f"{n_samples} samples."
+        )
+    if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
+        raise ValueError("sample_weight must be finite and non-negative.")
+    return sample_weight
+
+
 def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_weight):
     """Validate a ``loss_and_gradients`` call.
 
@@ -132,18 +149,7 @@ def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_wei
     ):
         raise ValueError(f"alpha must be a finite real number >= 0, got {alpha!r}.")
     if sample_weight is not None:
-        sample_weight = _as_float_array(sample_weight, "sample_weight", 1)
-        if sample_weight.dtype != dtype:
-            raise TypeError(
-                f"sample_weight must have dtype {dtype}, got {sample_weight.dtype}."
-            )
-        if sample_weight.shape[0] != n_samples:
-            raise ValueError(
-                f"sample_weight has {sample_weight.shape[0]} entries, X has "
-                f"{n_samples} samples."
-            )
-        if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
-            raise ValueError("sample_weight must be finite and non-negative.")
+        sample_weight = _check_sample_weight(sample_weight, dtype, n_samples)
         if not sample_weight.sum() > 0:
             raise ValueError("sample_weight must have a positive sum.")
     return coefs, intercepts, X, Y, sample_weight, sizes, dtype
@@ -247,18 +253,7 @@ def check_epoch_args(sizes, dtype, loss, X, Y, batch_size, alpha, sample_weight,
         raise ValueError("loss='poisson' requires non-negative targets Y.")
     Y = np.ascontiguousarray(Y)
     if sample_weight is not None:
-        sample_weight = _as_float_array(sample_weight, "sample_weight", 1)
-        if sample_weight.dtype != dtype:
-            raise TypeError(
-                f"sample_weight must have dtype {dtype}, got {sample_weight.dtype}."
-            )
-        if sample_weight.shape[0] != n_samples:
-            raise ValueError(
-                f"sample_weight has {sample_weight.shape[0]} entries, X has "
-                f"{n_samples} samples."
-            )
-        if not np.isfinite(sample_weight).all() or (sample_weight < 0).any():
-            raise ValueError("sample_weight must be finite and non-negative.")
+        sample_weight = _check_sample_weight(sample_weight, dtype, n_samples)
         sample_weight = np.ascontiguousarray(sample_weight)
     if order is not None:
         order = np.asarray(order)
