@@ -530,42 +530,48 @@ cdef void _derivative_colsum(
             gb[j] = gb[j] + d[j]
 
 
-cdef void _backward(
-    Net* net,
+cdef inline void _backward_layer(
+    Net* net, int l,
     const floating* params,   # IN  (n_params,)
     const floating* X,        # IN  (n, sizes[0]) dense input, or NULL when csr is given
     const CSR* csr,           # IN  sparse input block, or NULL
     Py_ssize_t n,
     const floating* acts,     # IN  workspace from _forward
-    floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
-    floating* grads,          # INOUT (n_params,) raw sums: W-part overwritten (beta=0) or
-                              #       accumulated (beta=1); b-part always accumulated
+    floating* deltas,         # INOUT workspace: reads delta_l, writes delta_{l-1}
+    floating* grads,          # INOUT (n_params,) raw sums: W_l overwritten (beta=0) or
+                              #       accumulated (beta=1); b_{l-1} accumulated
     floating beta,
 ) noexcept nogil:
-    """dL/dW_l = A_{l-1}^T delta_l; delta_{l-1} = (delta_l W_l^T) * f'(A_{l-1})."""
-    cdef int l, L = net.n_layers
-    cdef Py_ssize_t n_in, n_out
-    cdef const floating* A_prev
-    cdef floating* D
+    """Layer l of the backward pass:
+    dL/dW_l = A_{l-1}^T delta_l;  delta_{l-1} = (delta_l W_l^T) * f'(A_{l-1}),
+    with the column sums of delta_{l-1} (dL/db_{l-1}) taken in the same pass."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
+    cdef const floating* A_prev = X if l == 0 else acts + net.a_off[l - 1]
+    cdef floating* D = deltas + net.a_off[l]
     cdef floating* D_prev
-    for l in range(L - 1, -1, -1):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        A_prev = X if l == 0 else acts + net.a_off[l - 1]
-        D = deltas + net.a_off[l]
-        if l == 0 and csr != NULL:
-            _csr_t_matmul(csr, n, D, n_out, grads, n_in, beta)
-        else:
-            _gemm(True, False, <int> n_in, <int> n_out, <int> n,
-                  <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
-                  beta, grads + net.w_off[l], <int> n_out)
-        if l > 0:
-            D_prev = deltas + net.a_off[l - 1]
-            _gemm(False, True, <int> n, <int> n_in, <int> n_out,
-                  <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
-                  <floating> 0.0, D_prev, <int> n_in)
-            _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
-                               grads + net.b_off[l - 1])
+    if l == 0 and csr != NULL:
+        _csr_t_matmul(csr, n, D, n_out, grads, n_in, beta)
+    else:
+        _gemm(True, False, <int> n_in, <int> n_out, <int> n,
+              <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
+              beta, grads + net.w_off[l], <int> n_out)
+    if l > 0:
+        D_prev = deltas + net.a_off[l - 1]
+        _gemm(False, True, <int> n, <int> n_in, <int> n_out,
+              <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
+              <floating> 0.0, D_prev, <int> n_in)
+        _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
+                           grads + net.b_off[l - 1])
+
+
+cdef void _backward(
+    Net* net, const floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* acts, floating* deltas, floating* grads, floating beta,
+) noexcept nogil:
+    """The backward pass, output layer first (delta_L already set by _loss_delta)."""
+    cdef int l
+    for l in range(net.n_layers - 1, -1, -1):
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, beta)
 
 
 cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
@@ -658,34 +664,15 @@ cdef double _backward_update(
     a separate pass over the whole flat vector after the backward pass. The arithmetic
     per parameter is that of the unfused step. Returns sum ||W||^2 of the new weights.
     """
-    cdef int l, L = net.n_layers
-    cdef Py_ssize_t n_in, n_out
-    cdef const floating* A_prev
-    cdef floating* D
-    cdef floating* D_prev
+    cdef int l
     cdef double sq = 0.0
-    for l in range(L - 1, -1, -1):
-        n_in = net.sizes[l]
-        n_out = net.sizes[l + 1]
-        A_prev = X if l == 0 else acts + net.a_off[l - 1]
-        D = deltas + net.a_off[l]
-        if l == 0 and csr != NULL:
-            _csr_t_matmul(csr, n, D, n_out, grads, n_in, <floating> 0.0)
-        else:
-            _gemm(True, False, <int> n_in, <int> n_out, <int> n,
-                  <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
-                  <floating> 0.0, grads + net.w_off[l], <int> n_out)
-        if l > 0:
-            D_prev = deltas + net.a_off[l - 1]
-            _gemm(False, True, <int> n, <int> n_in, <int> n_out,
-                  <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
-                  <floating> 0.0, D_prev, <int> n_in)
-            _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
-                               grads + net.b_off[l - 1])
+    for l in range(net.n_layers - 1, -1, -1):
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
         # W_l and b_l are no longer needed by this batch: step them now
         sq += _update_segment(params, grads, state_1, state_2, net.w_off[l],
-                              n_in * n_out, True, st)
-        _update_segment(params, grads, state_1, state_2, net.b_off[l], n_out, False, st)
+                              net.sizes[l] * net.sizes[l + 1], True, st)
+        _update_segment(params, grads, state_1, state_2, net.b_off[l], net.sizes[l + 1],
+                        False, st)
     return sq
 
 
