@@ -70,68 +70,9 @@ ROOT = os.path.dirname(HERE)
 
 # -- environment -----------------------------------------------------------------------
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _loadavg():
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError):
-        return None
-
-
-def _cpu_ticks():
-    """(machine busy, machine total, this process's busy) CPU time in clock ticks."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-        with open("/proc/self/stat") as f:
-            w = f.read().rsplit(")", 1)[1].split()
-        busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-        return busy, busy + v[3] + v[4], int(w[11]) + int(w[12])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _other_pct(t0, t1):
-    """Share (%) of the machine's CPU that other processes used between two readings."""
-    if not t0 or not t1:
-        return float("nan")
-    return max(0.0, 100 * ((t1[0] - t0[0]) - (t1[2] - t0[2])) / max(1, t1[1] - t0[1]))
-
-
-def wait_quiet(max_other, timeout, interval=0.5):
-    """Sleep until other processes use at most ``max_other`` % of the machine over two
-    consecutive ``interval`` s windows, or ``timeout`` s passed; return seconds waited."""
-    start = time.perf_counter()
-    prev, quiet = _cpu_ticks(), 0
-    if prev is None or timeout <= 0:
-        return 0.0
-    while time.perf_counter() - start < timeout:
-        time.sleep(interval)
-        cur = _cpu_ticks()
-        quiet = quiet + 1 if _other_pct(prev, cur) <= max_other else 0
-        prev = cur
-        if quiet >= 2:
-            break
-    return time.perf_counter() - start
-
-
-def _git(*args):
-    try:
-        out = subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True,
-                             timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+# machine readings shared with the other benchmarks (same directory, on sys.path when a
+# benchmark script runs)
+from bench_core import _cpu_model, _cpu_ticks, _git, _loadavg, _other_pct, wait_quiet  # noqa: E402,F401
 
 
 def environment_info():
@@ -248,7 +189,7 @@ def _measure_pair(measure, keys, args):
     for _ in range(1 + args.retries):
         rows = []
         for key in keys:
-            waited = wait_quiet(args.max_other, args.quiet_timeout)
+            waited = wait_quiet(args.max_other, args.quiet_timeout, interval=0.5)
             gc.collect()
             gc.disable()
             t0 = _cpu_ticks()
