@@ -37,6 +37,55 @@
 #define FP_DISPATCH_ON 0
 #endif
 
+/* The loop pairs of the optimizer steps, written once: GRAD is the raw gradient of
+   entry i (one buffer, or the sum of a minibatch's two halves), STEP the amount added
+   to p[i] given vi (the new velocity) and gi (the scaled gradient). The weights
+   [0, n_coef) get the L2 term and count in the sum of squares s; the intercepts do
+   not. */
+#define FP_SGD_LOOPS(ACC, T, GRAD, STEP)                                                \
+    {                                                                                   \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = ((GRAD) + alpha * p[i]) * scale;                                     \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            T pi = p[i] + (STEP);                                                       \
+            p[i] = pi;                                                                  \
+            s += (ACC)pi * (ACC)pi;                                                     \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = (GRAD) * scale;                                                      \
+            T vi = momentum * v[i] - lr * gi;                                           \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] + (STEP);                                                       \
+        }                                                                               \
+    }
+
+#define FP_ADAM_LOOPS(ACC, T, SQRT, GRAD)                                               \
+    {                                                                                   \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = ((GRAD) + alpha * p[i]) * scale;                                     \
+            T mi = b1 * m[i] + ob1 * gi;                                                \
+            T vi = b2 * v[i] + ob2 * (gi * gi);                                         \
+            m[i] = mi;                                                                  \
+            v[i] = vi;                                                                  \
+            T pi = p[i] - step * mi / (SQRT(vi) + eps);                                 \
+            p[i] = pi;                                                                  \
+            s += (ACC)pi * (ACC)pi;                                                     \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = (GRAD) * scale;                                                      \
+            T mi = b1 * m[i] + ob1 * gi;                                                \
+            T vi = b2 * v[i] + ob2 * (gi * gi);                                         \
+            m[i] = mi;                                                                  \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] - step * mi / (SQRT(vi) + eps);                                 \
+        }                                                                               \
+    }
+
 /* ACC: the accumulator of the sum of squares. float32 sums in float32 lanes, as
    scikit-learn's own float32 penalty (np.dot of float32 arrays) does: widening every
    element to double cost a fifth of a batch-32 epoch (perf). */
@@ -66,77 +115,33 @@ FP_DISPATCH static double fp_normalise_##SUF(T *g, const T *p, ptrdiff_t n_coef,
 }                                                                                       \
                                                                                         \
 /* SGD: v <- momentum v - lr g;  p += (momentum v - lr g) if nesterov else v.           \
-   Returns sum W^2 of the updated weights. */                                           \
-FP_DISPATCH static double fp_sgd_##SUF(T *p, const T *g, T *v, ptrdiff_t n_coef,       \
-                                       ptrdiff_t n, T scale, T alpha, T lr, T momentum, \
-                                       int nesterov) {                                  \
-    ACC s = 0;                                                                     \
-    if (nesterov) {                                                                     \
-        FP_SIMD_SUM                                                                     \
-        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
-            T gi = (g[i] + alpha * p[i]) * scale;                                       \
-            T vi = momentum * v[i] - lr * gi;                                           \
-            v[i] = vi;                                                                  \
-            T pi = p[i] + (momentum * vi - lr * gi);                                    \
-            p[i] = pi;                                                                  \
-            s += (ACC)pi * (ACC)pi;                                               \
-        }                                                                               \
-        FP_SIMD                                                                         \
-        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
-            T gi = g[i] * scale;                                                        \
-            T vi = momentum * v[i] - lr * gi;                                           \
-            v[i] = vi;                                                                  \
-            p[i] = p[i] + (momentum * vi - lr * gi);                                    \
-        }                                                                               \
+   g is g1 + g2 when g2 is given (the two halves of a minibatch, summed here rather     \
+   than in a separate pass). Returns sum W^2 of the updated weights. */                 \
+FP_DISPATCH static double fp_sgd_##SUF(T *p, const T *g1, const T *g2, T *v,           \
+                                       ptrdiff_t n_coef, ptrdiff_t n, T scale, T alpha, \
+                                       T lr, T momentum, int nesterov) {                \
+    ACC s = 0;                                                                          \
+    if (g2) {                                                                           \
+        if (nesterov) FP_SGD_LOOPS(ACC, T, g1[i] + g2[i], momentum * vi - lr * gi)      \
+        else FP_SGD_LOOPS(ACC, T, g1[i] + g2[i], vi)                                    \
     } else {                                                                            \
-        FP_SIMD_SUM                                                                     \
-        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
-            T gi = (g[i] + alpha * p[i]) * scale;                                       \
-            T vi = momentum * v[i] - lr * gi;                                           \
-            v[i] = vi;                                                                  \
-            T pi = p[i] + vi;                                                           \
-            p[i] = pi;                                                                  \
-            s += (ACC)pi * (ACC)pi;                                               \
-        }                                                                               \
-        FP_SIMD                                                                         \
-        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
-            T gi = g[i] * scale;                                                        \
-            T vi = momentum * v[i] - lr * gi;                                           \
-            v[i] = vi;                                                                  \
-            p[i] = p[i] + vi;                                                           \
-        }                                                                               \
+        if (nesterov) FP_SGD_LOOPS(ACC, T, g1[i], momentum * vi - lr * gi)              \
+        else FP_SGD_LOOPS(ACC, T, g1[i], vi)                                            \
     }                                                                                   \
     return s;                                                                           \
 }                                                                                       \
                                                                                         \
 /* Adam: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;                             \
    p -= step m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t) (epsilon        \
-   outside the bias correction, as scikit-learn). Returns sum W^2 of the new weights. */ \
-FP_DISPATCH static double fp_adam_##SUF(T *p, const T *g, T *m, T *v,                   \
+   outside the bias correction, as scikit-learn). g is g1 + g2 when g2 is given.        \
+   Returns sum W^2 of the new weights. */                                               \
+FP_DISPATCH static double fp_adam_##SUF(T *p, const T *g1, const T *g2, T *m, T *v,     \
                                         ptrdiff_t n_coef, ptrdiff_t n, T scale, T alpha, \
                                         T step, T b1, T b2, T eps) {                     \
-    ACC s = 0;                                                                     \
+    ACC s = 0;                                                                          \
     const T ob1 = (T)1 - b1, ob2 = (T)1 - b2;                                           \
-    FP_SIMD_SUM                                                                         \
-    for (ptrdiff_t i = 0; i < n_coef; i++) {                                            \
-        T gi = (g[i] + alpha * p[i]) * scale;                                           \
-        T mi = b1 * m[i] + ob1 * gi;                                                    \
-        T vi = b2 * v[i] + ob2 * (gi * gi);                                             \
-        m[i] = mi;                                                                      \
-        v[i] = vi;                                                                      \
-        T pi = p[i] - step * mi / (SQRT(vi) + eps);                                     \
-        p[i] = pi;                                                                      \
-        s += (ACC)pi * (ACC)pi;                                                   \
-    }                                                                                   \
-    FP_SIMD                                                                             \
-    for (ptrdiff_t i = n_coef; i < n; i++) {                                            \
-        T gi = g[i] * scale;                                                            \
-        T mi = b1 * m[i] + ob1 * gi;                                                    \
-        T vi = b2 * v[i] + ob2 * (gi * gi);                                             \
-        m[i] = mi;                                                                      \
-        v[i] = vi;                                                                      \
-        p[i] = p[i] - step * mi / (SQRT(vi) + eps);                                     \
-    }                                                                                   \
+    if (g2) FP_ADAM_LOOPS(ACC, T, SQRT, g1[i] + g2[i])                                  \
+    else FP_ADAM_LOOPS(ACC, T, SQRT, g1[i])                                             \
     return s;                                                                           \
 }
 

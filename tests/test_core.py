@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
@@ -907,6 +908,181 @@ def test_thread_count_does_not_change_results(dtype):
     assert_result_close(r1[2], p.call(reference), **tol(dtype))
 
 
+# -- split minibatches: two halves, two gradient buffers, one team of up to two threads --
+
+class split_from:
+    """Split every minibatch of at least ``rows`` rows (the production threshold keeps
+    small test problems whole)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __enter__(self):
+        self.old = _kernels._set_split_min_batch(self.rows)
+
+    def __exit__(self, *exc):
+        _kernels._set_split_min_batch(self.old)
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info()
+                  if i["user_api"] == "blas")
+
+
+def test_split_rows_layout():
+    big = _kernels.split_rows(10**6)
+    assert big > 0 and big % 8 == 0
+    assert _kernels.split_rows(1) == 0  # a one-row minibatch is never split by default
+    with split_from(1):
+        # about half, rounded up to 8 rows and capped at the minibatch
+        assert [_kernels.split_rows(b) for b in (1, 2, 7, 8, 16, 17, 31, 200, 257)] == [
+            1, 2, 7, 8, 8, 16, 16, 104, 136]
+    with pytest.raises(ValueError):
+        _kernels.split_rows(0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "order"])
+@pytest.mark.parametrize("solver", ["adam", "sgd", "sgd-nesterov"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_split_epoch_matches_numpy_loop(loss, solver, shuffled, weighted, dtype):
+    """Split minibatches: 61 rows in batches of 20 -> halves 16 + 4, and the last batch
+    of 1 row -> 1 + an empty half; and batches of 9 -> halves 8 + 1."""
+    p, params = _trainer_problem(loss, dtype, weighted=weighted, n=61,
+                                 seed=seed_of("split", loss, solver, shuffled, weighted))
+    rng = np.random.default_rng(seed_of("split-order", loss, solver))
+    hyper = SOLVERS[solver]
+    trainer = core.Trainer(p.sizes, p.activation, loss, params.copy(), **hyper)
+    expect = NumpyTrainer(p.sizes, p.activation, loss, params.copy(), **hyper)
+    with split_from(2):
+        for epoch, batch_size in enumerate((20, 9)):
+            order = rng.permutation(61).astype(np.intp) if shuffled else None
+            assert _kernels.split_rows(batch_size) > 0
+            acc = trainer.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                    sample_weight=p.sample_weight, order=order)
+            acc_e = expect.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                     sample_weight=p.sample_weight, order=order)
+            _assert_epoch_close(trainer.params, expect.params, dtype, f"params, epoch {epoch}")
+            _assert_epoch_close(trainer.state_1, expect.state_1, dtype, f"state_1, {epoch}")
+            if hyper["solver"] == "adam":
+                _assert_epoch_close(trainer.state_2, expect.state_2, dtype, f"state_2, {epoch}")
+                assert int(trainer.counter[0]) == expect.t
+            assert_allclose(acc, acc_e, rtol=EPOCH_TOL[dtype]["rtol"])
+    assert expect.t == (4 + 7 if hyper["solver"] == "adam" else 0)
+    assert not np.allclose(trainer.params, params)
+
+
+def test_split_epoch_skips_zero_weight_batches():
+    p, params = _trainer_problem("log_loss", np.float64, n=40, weighted=True, seed=14)
+    w = p.sample_weight.copy()
+    w[10:20] = 0.0  # the second batch of 10 carries no weight: no step, no t
+    trainer = core.Trainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
+    expect = NumpyTrainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
+    with split_from(2):
+        acc = trainer.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
+    acc_e = expect.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
+    assert expect.t == 3 and int(trainer.counter[0]) == 3
+    _assert_epoch_close(trainer.params, expect.params, np.float64)
+    assert_allclose(acc, acc_e, rtol=1e-9)
+
+
+def _split_runs(dtype, sparse, n_threads_list, solver="adam"):
+    """Two epochs of a split-minibatch problem (batch 256, the production threshold)
+    under each thread limit; returns what each run produced."""
+    from threadpoolctl import threadpool_limits
+
+    p, params = _trainer_problem("log_loss", dtype, activation="relu", n=1500,
+                                 sizes=(30, 64, 32, 3), seed=21, weighted=True)
+    assert _kernels.split_rows(256) > 0
+    X = p.X
+    if sparse:
+        Xs = sp.csr_matrix(p.X * (np.random.default_rng(3).uniform(size=p.X.shape) < 0.3))
+        X = core.csr_parts(Xs)
+    orders = [np.random.default_rng(e).permutation(1500)[:1400].astype(np.intp)
+              for e in range(2)]
+    out = {}
+    for nt in n_threads_list:
+        with threadpool_limits(limits=nt):
+            trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(),
+                                   **SOLVERS[solver])
+            accs = [trainer.run_epoch(X, p.Y, batch_size=256, alpha=1e-3,
+                                      sample_weight=p.sample_weight, order=o)
+                    for o in orders]
+        out[nt] = (accs, trainer.params, trainer.state_1, trainer.state_2, trainer.counter)
+    return out, params
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("solver", ["adam", "sgd-nesterov"])
+def test_split_epoch_is_bitwise_the_same_for_any_thread_count(dtype, sparse, solver):
+    """The halves and the optimizer's segments are fixed by the minibatch length, not by
+    the team: one thread and two produce the same bits (dask workers run one thread,
+    a laptop two)."""
+    out, params = _split_runs(dtype, sparse, (1, 2), solver)
+    for a, b in zip(out[1], out[2]):
+        assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(out[1][1], params)
+
+
+def test_split_team_takes_two_threads_and_holds_blas_at_one():
+    from threadpoolctl import threadpool_limits
+
+    from fastprop.core._team import split_team
+
+    if not _kernels.HAS_OPENMP:
+        pytest.skip("built without OpenMP: split epochs run on one thread")
+    with threadpool_limits(limits=2):
+        before = _blas_threads()
+        assert before and all(n == 2 for _, n in before)
+        with split_team(256) as nt:
+            assert nt == 2
+            assert all(n == 1 for _, n in _blas_threads())  # BLAS held at one thread
+            with split_team(256) as nt2:
+                assert nt2 == 1  # the team is taken: a second epoch runs on its thread
+            assert all(n == 1 for _, n in _blas_threads())
+        assert _blas_threads() == before
+        with split_team(8) as nt:
+            assert nt == 1  # short minibatches run whole; BLAS left alone
+            assert _blas_threads() == before
+        with pytest.raises(RuntimeError):
+            with split_team(256):
+                raise RuntimeError("an epoch that fails still gives BLAS back")
+        assert _blas_threads() == before
+    with threadpool_limits(limits=1):
+        with split_team(256) as nt:
+            assert nt == 1
+
+
+def test_split_epochs_in_threads_equal_sequential_ones():
+    """Two trainers in two Python threads at once: one holds the team, the other runs on
+    its own thread; both get the sequential results, and BLAS is given back."""
+    import threading
+
+    p, params = _trainer_problem("squared_error", np.float64, activation="relu", n=3000,
+                                 sizes=(20, 48, 2), seed=5)
+    def run(result, key):
+        trainer = core.Trainer(p.sizes, "relu", "squared_error", params.copy(), "adam")
+        for _ in range(3):
+            trainer.run_epoch(p.X, p.Y, batch_size=512, alpha=1e-4)
+        result[key] = trainer.params
+    seq = {}
+    run(seq, 0)
+    before = _blas_threads()
+    par = {}
+    threads = [threading.Thread(target=run, args=(par, k)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _blas_threads() == before
+    assert_array_equal(par[0], seq[0])
+    assert_array_equal(par[1], seq[0])
+
+
 def test_parallel_elementwise_pass_matches_serial(monkeypatch):
     """Blocks of 2^18 rows x 64 hidden units = 2^24 entries reach the kernels' OpenMP
     elementwise pass (PARALLEL_MIN_ENTRIES = 1 << 24 in _kernels.pyx); with 2 threads it
@@ -1334,7 +1510,7 @@ def fw(**kw):
 
 TE_NAMES = ["sizes", "activation", "loss", "params", "grads", "X", "Y", "sample_weight", "order",
             "batch_size", "alpha", "acts", "deltas", "x_buf", "y_buf", "sw_buf", "solver",
-            "state_1", "state_2", "hyper", "counter"]
+            "state_1", "state_2", "hyper", "counter", "grads2", "n_threads"]
 B = 2
 BWORK = B * (4 + 2)
 def te(**kw):
@@ -1343,8 +1519,24 @@ def te(**kw):
              alpha=0.1, acts=np.empty(BWORK), deltas=np.empty(BWORK), x_buf=np.empty((B, 3)),
              y_buf=np.empty((B, 2)), sw_buf=np.empty(B), solver=1, state_1=np.zeros(NP),
              state_2=np.zeros(NP), hyper=np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8]),
-             counter=np.zeros(1, dtype=np.intp))
+             counter=np.zeros(1, dtype=np.intp), grads2=EMPTY, n_threads=1)
     return _call(K.train_epoch, TE_NAMES, d, kw)
+
+def split(fn, min_batch=2):
+    """Call fn with minibatches of >= min_batch rows split in halves (the path that
+    needs two half-workspaces and grads2); B = 2 rows split into 1 + 1."""
+    def call():
+        old = K._set_split_min_batch(min_batch)
+        try:
+            return fn()
+        finally:
+            K._set_split_min_batch(old)
+    return call
+
+# the split layout for B = 2: two halves of split_rows(2) = 2 rows each (rounded up to 8,
+# then capped at the minibatch)
+HALF = 2
+SWORK = 2 * HALF * (4 + 2)
 
 # -- valid calls first: the harness must not be catching everything -------------------
 valid("loss_grad ok", lambda: lg())
@@ -1363,6 +1555,14 @@ valid("adam_update empty", lambda: K.adam_update(EMPTY.copy(), EMPTY.copy(), EMP
                                                  EMPTY.copy(), t=1, learning_rate=0.1,
                                                  beta_1=0.9, beta_2=0.999, epsilon=1e-8))
 valid("train_epoch order a subset", lambda: te(order=np.array([4, 0, 2], dtype=np.intp)))
+for nt in (1, 2, 0, 99):  # the team size is clamped to 1..2
+    valid(f"train_epoch split, {nt} threads",
+          split(lambda nt=nt: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
+                                 grads2=np.empty(NP), n_threads=nt)))
+valid("train_epoch split, no order, no weights", split(lambda: te(
+    acts=np.empty(SWORK), deltas=np.empty(SWORK), grads2=np.empty(NP), n_threads=2,
+    order=EMPTY_I, sample_weight=EMPTY, x_buf=np.empty((0, 3)), y_buf=np.empty((0, 2)),
+    sw_buf=EMPTY)))
 valid("train_epoch order with repeats",
       lambda: te(order=np.array([1, 1, 4, 0, 0, 3, 2], dtype=np.intp)))
 
@@ -1460,6 +1660,17 @@ case("te sizes negative", lambda: te(sizes=np.array([3, -1, 2], dtype=np.intp)))
 case("te activation 4", lambda: te(activation=4))
 case("te loss 7", lambda: te(loss=7))
 case("te mixed dtypes", lambda: te(state_1=np.zeros(NP, np.float32)), (ValueError, TypeError))
+case("te split acts short", split(lambda: te(acts=np.empty(SWORK - 1), deltas=np.empty(SWORK),
+                                             grads2=np.empty(NP), n_threads=2)))
+case("te split acts whole-batch size", split(lambda: te(grads2=np.empty(NP), n_threads=2)))
+case("te split deltas short", split(lambda: te(acts=np.empty(SWORK), deltas=np.empty(SWORK - 1),
+                                               grads2=np.empty(NP), n_threads=2)))
+case("te split grads2 short", split(lambda: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
+                                               grads2=np.empty(NP - 1), n_threads=2)))
+case("te split grads2 empty", split(lambda: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
+                                               n_threads=2)))
+case("te split x_buf rows", split(lambda: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
+                                             grads2=np.empty(NP), x_buf=np.empty((B - 1, 3)))))
 
 # -- updates -----------------------------------------------------------------------------
 case("sgd grads short", lambda: K.sgd_update(np.zeros(4), np.zeros(3), np.zeros(4),
@@ -1485,7 +1696,7 @@ for nm in ("params", "grads", "acts", "deltas", "X", "Y"):
 for nm in ("params", "acts", "X", "out"):
     case(f"fw {nm} None", lambda nm=nm: fw(**{nm: None}), (ValueError, TypeError))
 for nm in ("params", "grads", "X", "Y", "acts", "deltas", "x_buf", "y_buf", "sw_buf",
-           "state_1", "state_2", "hyper", "counter"):
+           "state_1", "state_2", "hyper", "counter", "grads2"):
     case(f"te {nm} None", lambda nm=nm: te(**{nm: None}), (ValueError, TypeError))
 for which in range(3):
     case(f"sgd arg {which} None",
@@ -1550,7 +1761,7 @@ def fwc(**kw):
 
 TEC_NAMES = ["sizes", "activation", "loss", "params", "grads", "data", "indices", "indptr",
              "Y", "sample_weight", "order", "batch_size", "alpha", "acts", "deltas", "y_buf",
-             "sw_buf", "solver", "state_1", "state_2", "hyper", "counter"]
+             "sw_buf", "solver", "state_1", "state_2", "hyper", "counter", "grads2", "n_threads"]
 def tec(**kw):
     d = dict(sizes=SIZES, activation=2, loss=0, params=PARAMS.copy(), grads=np.empty(NP),
              data=DATA, indices=INDICES, indptr=INDPTR, Y=Y, sample_weight=np.ones(N),
@@ -1558,7 +1769,7 @@ def tec(**kw):
              deltas=np.empty(BWORK), y_buf=np.empty((B, 2)), sw_buf=np.empty(B), solver=1,
              state_1=np.zeros(NP), state_2=np.zeros(NP),
              hyper=np.array([0.01, 0.9, 1.0, 0.9, 0.999, 1e-8]),
-             counter=np.zeros(1, dtype=np.intp))
+             counter=np.zeros(1, dtype=np.intp), grads2=EMPTY, n_threads=1)
     return _call(K.train_epoch_csr, TEC_NAMES, d, kw)
 
 valid("loss_grad_csr ok", lambda: lgc())
@@ -1568,6 +1779,11 @@ valid("forward_csr 0 rows", lambda: fwc(data=EMPTY, indices=EMPTY_I,
 valid("loss_grad_csr all-zero X", lambda: lgc(data=EMPTY, indices=EMPTY_I,
                                               indptr=np.zeros(N + 1, np.intp)))
 valid("train_epoch_csr ok", lambda: tec())
+valid("train_epoch_csr split, 2 threads",
+      split(lambda: tec(acts=np.empty(SWORK), deltas=np.empty(SWORK), grads2=np.empty(NP),
+                        n_threads=2)))
+case("tec split grads2 short", split(lambda: tec(acts=np.empty(SWORK), deltas=np.empty(SWORK),
+                                                 grads2=np.empty(NP - 1), n_threads=2)))
 valid("train_epoch_csr in place", lambda: tec(order=EMPTY_I, sample_weight=EMPTY,
                                               y_buf=np.empty((0, 2)), sw_buf=EMPTY))
 for fn, tag in ((lgc, "lgc"), (fwc, "fwc"), (tec, "tec")):
@@ -1646,14 +1862,14 @@ OVERFLOW_CALLS = {
     "forward rows": "K.forward(S, 2, 0, P, X, np.empty((5, 2)), np.empty(30), ROWS)",
     "train_epoch batch_size": "K.train_epoch(S, 2, 0, P.copy(), np.empty(26), X, Y, E, EI, ROWS, "
                               "0.0, np.empty(30), np.empty(30), np.empty((0, 3)), "
-                              "np.empty((0, 2)), E, 0, np.zeros(26), E, HYPER, COUNTER)",
+                              "np.empty((0, 2)), E, 0, np.zeros(26), E, HYPER, COUNTER, E, 1)",
     "loss_grad_csr rows": "K.loss_grad_csr(S, 2, 0, P, DATA, IND, PTR, Y, E, 0.0, np.empty(26), "
                           "np.empty(30), np.empty(30), ROWS)",
     "forward_csr rows": "K.forward_csr(S, 2, 0, P, DATA, IND, PTR, np.empty((5, 2)), "
                         "np.empty(30), ROWS)",
     "train_epoch_csr batch_size": "K.train_epoch_csr(S, 2, 0, P.copy(), np.empty(26), DATA, IND, "
                                   "PTR, Y, E, EI, ROWS, 0.0, np.empty(30), np.empty(30), "
-                                  "np.empty((0, 2)), E, 0, np.zeros(26), E, HYPER, COUNTER)",
+                                  "np.empty((0, 2)), E, 0, np.zeros(26), E, HYPER, COUNTER, E, 1)",
     "forward n_params": "K.forward(BIG, 0, 0, np.zeros(10), np.zeros((1, 1)), np.empty((1, 1)), "
                         "np.empty(10), 2**30 + 1)",
 }
@@ -1690,15 +1906,16 @@ def visits(n):  # an epoch visiting rows (with repeats) n times, one row per bat
     return np.arange(n, dtype=np.intp) % 100
 # calibrate: one epoch long enough that finishing it would take >= 6 s
 t = time.perf_counter()
+BATCH = int(sys.argv[1])  # 1: whole minibatches; 256: split ones, on a team of threads
 core.Trainer(sizes, "tanh", "binary_log_loss", params.copy(), "sgd").run_epoch(
-    X, Y, batch_size=1, order=visits(20000))
+    X, Y, batch_size=BATCH, order=visits(20000))
 per_row = (time.perf_counter() - t) / 20000
 order = visits(int(min(6.0 / per_row, 5e7)))
 trainer = core.Trainer(sizes, "tanh", "binary_log_loss", params.copy(), "sgd")
 print("READY", len(order) * per_row, flush=True)
 t = time.perf_counter()
 try:
-    trainer.run_epoch(X, Y, batch_size=1, order=order)
+    trainer.run_epoch(X, Y, batch_size=BATCH, order=order)
 except KeyboardInterrupt:
     print("INTERRUPTED", time.perf_counter() - t, flush=True)
     # the trainer is still usable after the interrupted epoch
@@ -1709,13 +1926,16 @@ else:
 """
 
 
-def test_epoch_is_interruptible():
+@pytest.mark.parametrize("batch_size", [1, 256], ids=["whole", "split"])
+def test_epoch_is_interruptible(batch_size):
     """Ctrl-C during a long compiled epoch raises KeyboardInterrupt promptly (the driver
     checks for signals), and leaves the Trainer usable."""
+    assert (_kernels.split_rows(batch_size) > 0) == (batch_size > 1)
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, str(batch_size)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     head = []
     try:
@@ -1783,8 +2003,12 @@ for dtype in (np.float64, np.float32):
                 K.forward(S, 1, loss, params, X, out, acts, rows)
                 check(bo, "forward out")
                 check(ba, "forward acts")
-            for bs in (1, 4, n):
-                work = bs * sum(sizes[1:])
+            for bs, split_min in ((1, 10**9), (4, 10**9), (n, 10**9), (1, 1), (4, 1),
+                                  (9, 1), (n, 1)):
+                # split_min 1: every minibatch is split in halves (two threads)
+                K._set_split_min_batch(split_min)
+                half = K.split_rows(bs)
+                work = (2 * half if half else bs) * sum(sizes[1:])
                 bufs = {}
                 def c(name, n_=None, shape=None):
                     bufs[name] = carve(n_, shape, dtype)
@@ -1796,9 +2020,9 @@ for dtype in (np.float64, np.float32):
                               c("y_buf", None, (bs, n_out)), c("sw_buf", bs), 1,
                               np.zeros(NP, dtype), np.zeros(NP, dtype),
                               np.array([0.01, 0.9, 1, 0.9, 0.999, 1e-8]),
-                              np.zeros(1, np.intp))
+                              np.zeros(1, np.intp), c("grads2", NP if half else 0), 2)
                 for nm, (b, _) in bufs.items():
-                    check(b, f"train_epoch {nm} {sizes} bs={bs}")
+                    check(b, f"train_epoch {nm} {sizes} bs={bs} split={half}")
                 assert np.isfinite(p).all()
                 # the CSR twin, same exact-size buffers
                 Xs = X * (rng.uniform(size=X.shape) < 0.5)
@@ -1813,9 +2037,11 @@ for dtype in (np.float64, np.float32):
                                   c("y_buf", None, (bs, n_out)), c("sw_buf", bs), 0,
                                   np.zeros(NP, dtype), np.zeros(0, dtype),
                                   np.array([0.01, 0.9, 1, 0.9, 0.999, 1e-8]),
-                                  np.zeros(1, np.intp))
+                                  np.zeros(1, np.intp), c("grads2", NP if half else 0), 2)
                 for nm, (b, _) in bufs.items():
-                    check(b, f"train_epoch_csr {nm} {sizes} bs={bs}")
+                    check(b, f"train_epoch_csr {nm} {sizes} bs={bs} split={half}")
+                K._set_split_min_batch(10**9)
+                work = bs * sum(sizes[1:])
                 bufs = {}
                 K.loss_grad_csr(S, 0, loss, params, data, indices, indptr, Y, np.ones(n, dtype),
                                 0.1, c("grads", NP), c("acts", work), c("deltas", work), bs)

@@ -26,6 +26,7 @@ from .._validation import (
     check_sgd_hyper,
 )
 from . import _kernels
+from ._team import split_team
 
 __all__ = [
     "loss_and_gradients",
@@ -301,24 +302,35 @@ class Trainer:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for name in ("_grads", "_acts", "_deltas", "_x_buf", "_y_buf", "_sw_buf"):
+        for name in ("_grads", "_grads2", "_acts", "_deltas", "_x_buf", "_y_buf", "_sw_buf"):
             state.pop(name, None)
         state["_batch"] = 0
         # the owner of the parameters pickles them; it re-attaches them before training
         state["params"] = None
         return state
 
-    def _ensure_buffers(self, batch_size, weighted):
-        if batch_size > self._batch:
-            sizes, dt = self.sizes, self.dtype
-            work = batch_size * int(sum(sizes[1:]))
-            self._grads = np.empty(n_params(sizes), dtype=dt)
-            self._acts = np.empty(work, dtype=dt)
-            self._deltas = np.empty(work, dtype=dt)
-            self._x_buf = np.empty((batch_size, sizes[0]), dtype=dt)
-            self._y_buf = np.empty((batch_size, sizes[-1]), dtype=dt)
-            self._sw_buf = np.empty(batch_size, dtype=dt)
-            self._batch = batch_size
+    def _ensure_buffers(self, batch_size):
+        # Split minibatches (see _kernels.split_rows) need two half-workspaces and a
+        # second gradient buffer. Buffers only grow: capacity is the max of all needs.
+        sizes, dt = self.sizes, self.dtype
+        half = _kernels.split_rows(batch_size)
+        work = (2 * half if half else batch_size) * int(sum(sizes[1:]))
+        n_g2 = n_params(sizes) if half else 0
+        if self._batch and (batch_size <= self._batch and work <= self._acts.shape[0]
+                            and n_g2 <= self._grads2.shape[0]):
+            return
+        if self._batch:
+            batch_size = max(batch_size, self._batch)
+            work = max(work, self._acts.shape[0])
+            n_g2 = max(n_g2, self._grads2.shape[0])
+        self._grads = np.empty(n_params(sizes), dtype=dt)
+        self._grads2 = np.empty(n_g2, dtype=dt)
+        self._acts = np.empty(work, dtype=dt)
+        self._deltas = np.empty(work, dtype=dt)
+        self._x_buf = np.empty((batch_size, sizes[0]), dtype=dt)
+        self._y_buf = np.empty((batch_size, sizes[-1]), dtype=dt)
+        self._sw_buf = np.empty(batch_size, dtype=dt)
+        self._batch = batch_size
 
     def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None,
                   check_input=True):
@@ -349,18 +361,19 @@ class Trainer:
         if n == 0:
             return 0.0  # nothing to visit
         batch_size = int(min(batch_size, n))
-        self._ensure_buffers(batch_size, sample_weight is not None)
+        self._ensure_buffers(batch_size)
         sw = np.empty(0, dtype=self.dtype) if sample_weight is None else sample_weight
         order = np.empty(0, dtype=np.intp) if order is None else order
         head = (_sizes_array(self.sizes), ACTIVATION_CODES[self.activation],
                 LOSS_CODES[self.loss], self.params, self._grads)
         tail = (SOLVER_CODES[self.solver], self.state_1,
                 self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
-                self.counter)
-        if isinstance(X, tuple):
-            return _kernels.train_epoch_csr(
-                *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
-                self._deltas, self._y_buf, self._sw_buf, *tail)
-        return _kernels.train_epoch(
-            *head, X, Y, sw, order, batch_size, float(alpha), self._acts, self._deltas,
-            self._x_buf, self._y_buf, self._sw_buf, *tail)
+                self.counter, self._grads2)
+        with split_team(batch_size) as n_threads:
+            if isinstance(X, tuple):
+                return _kernels.train_epoch_csr(
+                    *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
+                    self._deltas, self._y_buf, self._sw_buf, *tail, n_threads)
+            return _kernels.train_epoch(
+                *head, X, Y, sw, order, batch_size, float(alpha), self._acts,
+                self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads)

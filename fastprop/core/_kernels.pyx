@@ -25,7 +25,7 @@ column-major C^T = B^T @ A^T, so operands are swapped (as sklearn/utils/_cython_
 """
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cpython.pyport cimport PY_SSIZE_T_MAX
@@ -56,17 +56,18 @@ cdef extern from "fp_optim.h" nogil:
                           float alpha, float s)
     double fp_normalise_d(double* g, const double* p, Py_ssize_t n_coef, Py_ssize_t n,
                           double alpha, double s)
-    double fp_sgd_f(float* p, const float* g, float* v, Py_ssize_t n_coef, Py_ssize_t n,
-                    float scale, float alpha, float lr, float momentum, int nesterov)
-    double fp_sgd_d(double* p, const double* g, double* v, Py_ssize_t n_coef,
-                    Py_ssize_t n, double scale, double alpha, double lr, double momentum,
-                    int nesterov)
-    double fp_adam_f(float* p, const float* g, float* m, float* v, Py_ssize_t n_coef,
-                     Py_ssize_t n, float scale, float alpha, float step, float b1,
-                     float b2, float eps)
-    double fp_adam_d(double* p, const double* g, double* m, double* v, Py_ssize_t n_coef,
-                     Py_ssize_t n, double scale, double alpha, double step, double b1,
-                     double b2, double eps)
+    double fp_sgd_f(float* p, const float* g1, const float* g2, float* v,
+                    Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha, float lr,
+                    float momentum, int nesterov)
+    double fp_sgd_d(double* p, const double* g1, const double* g2, double* v,
+                    Py_ssize_t n_coef, Py_ssize_t n, double scale, double alpha,
+                    double lr, double momentum, int nesterov)
+    double fp_adam_f(float* p, const float* g1, const float* g2, float* m, float* v,
+                     Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha,
+                     float step, float b1, float b2, float eps)
+    double fp_adam_d(double* p, const double* g1, const double* g2, double* m,
+                     double* v, Py_ssize_t n_coef, Py_ssize_t n, double scale,
+                     double alpha, double step, double b1, double b2, double eps)
 
 cdef extern from *:
     """
@@ -586,37 +587,39 @@ cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 
 cdef inline double _sgd_step(
-    floating* params, const floating* grads, floating* velocity,
+    floating* params, const floating* grads, const floating* grads2, floating* velocity,
     Py_ssize_t n_coef, Py_ssize_t n_params,
     floating scale, floating alpha, floating lr, floating momentum, bint nesterov,
 ) noexcept nogil:
-    """g = scale * (grad + alpha W) on weights, scale * grad on intercepts;
+    """g = scale * (grad + alpha W) on weights, scale * grad on intercepts, where grad is
+    grads (+ grads2 when not NULL: the two halves of a minibatch);
     v <- momentum v - lr g; params += (momentum v - lr g) if nesterov else v.
     Returns sum ||W||^2 of the updated weights (the next step's L2 term).
     One vectorised loop in csrc/fp_optim.h."""
     if floating is float:
-        return fp_sgd_f(params, grads, velocity, n_coef, n_params, scale, alpha, lr,
-                        momentum, nesterov)
+        return fp_sgd_f(params, grads, grads2, velocity, n_coef, n_params, scale, alpha,
+                        lr, momentum, nesterov)
     else:
-        return fp_sgd_d(params, grads, velocity, n_coef, n_params, scale, alpha, lr,
-                        momentum, nesterov)
+        return fp_sgd_d(params, grads, grads2, velocity, n_coef, n_params, scale, alpha,
+                        lr, momentum, nesterov)
 
 
 cdef inline double _adam_step(
-    floating* params, const floating* grads, floating* m, floating* v,
-    Py_ssize_t n_coef, Py_ssize_t n_params,
+    floating* params, const floating* grads, const floating* grads2, floating* m,
+    floating* v, Py_ssize_t n_coef, Py_ssize_t n_params,
     floating scale, floating alpha, floating step, floating beta_1, floating beta_2,
     floating epsilon,
 ) noexcept nogil:
     """m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
-    params -= step * m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t).
-    Returns sum ||W||^2 of the updated weights. One vectorised loop in csrc/fp_optim.h."""
+    params -= step * m / (sqrt(v) + eps), step = lr sqrt(1 - b2^t) / (1 - b1^t), with g
+    as in ``_sgd_step``. Returns sum ||W||^2 of the updated weights. One vectorised loop
+    in csrc/fp_optim.h."""
     if floating is float:
-        return fp_adam_f(params, grads, m, v, n_coef, n_params, scale, alpha, step,
-                         beta_1, beta_2, epsilon)
+        return fp_adam_f(params, grads, grads2, m, v, n_coef, n_params, scale, alpha,
+                         step, beta_1, beta_2, epsilon)
     else:
-        return fp_adam_d(params, grads, m, v, n_coef, n_params, scale, alpha, step,
-                         beta_1, beta_2, epsilon)
+        return fp_adam_d(params, grads, grads2, m, v, n_coef, n_params, scale, alpha,
+                         step, beta_1, beta_2, epsilon)
 
 
 cdef struct Step:
@@ -633,17 +636,21 @@ cdef struct Step:
 
 
 cdef inline double _update_segment(
-    floating* params, const floating* grads, floating* state_1, floating* state_2,
-    Py_ssize_t off, Py_ssize_t n, bint penalised, const Step* st,
+    floating* params, const floating* grads, const floating* grads2, floating* state_1,
+    floating* state_2, Py_ssize_t off, Py_ssize_t n_coef, Py_ssize_t n, const Step* st,
 ) noexcept nogil:
-    """The optimizer step on params[off:off + n] (weights when ``penalised``: they get
-    the L2 term and count in the returned sum of squares)."""
-    cdef Py_ssize_t n_coef = n if penalised else 0
+    """The optimizer step on params[off:off + n], whose first n_coef entries are weights
+    (they get the L2 term and count in the returned sum of squares). The gradient is
+    grads, plus grads2 when it is not NULL."""
+    if n <= 0:
+        return 0.0
     if st.solver == SOLVER_SGD:
-        return _sgd_step(params + off, grads + off, state_1 + off, n_coef, n,
-                         <floating> st.scale, <floating> st.alpha, <floating> st.lr,
-                         <floating> st.momentum, st.nesterov)
-    return _adam_step(params + off, grads + off, state_1 + off, state_2 + off, n_coef, n,
+        return _sgd_step(params + off, grads + off,
+                         grads2 + off if grads2 != NULL else NULL, state_1 + off,
+                         n_coef, n, <floating> st.scale, <floating> st.alpha,
+                         <floating> st.lr, <floating> st.momentum, st.nesterov)
+    return _adam_step(params + off, grads + off, grads2 + off if grads2 != NULL else NULL,
+                      state_1 + off, state_2 + off, n_coef, n,
                       <floating> st.scale, <floating> st.alpha, <floating> st.lr,
                       <floating> st.beta_1, <floating> st.beta_2, <floating> st.epsilon)
 
@@ -669,10 +676,11 @@ cdef double _backward_update(
     for l in range(net.n_layers - 1, -1, -1):
         _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
         # W_l and b_l are no longer needed by this batch: step them now
-        sq += _update_segment(params, grads, state_1, state_2, net.w_off[l],
-                              net.sizes[l] * net.sizes[l + 1], True, st)
-        _update_segment(params, grads, state_1, state_2, net.b_off[l], net.sizes[l + 1],
-                        False, st)
+        sq += _update_segment(params, grads, NULL, state_1, state_2, net.w_off[l],
+                              net.sizes[l] * net.sizes[l + 1],
+                              net.sizes[l] * net.sizes[l + 1], st)
+        _update_segment(params, grads, NULL, state_1, state_2, net.b_off[l], 0,
+                        net.sizes[l + 1], st)
     return sq
 
 
@@ -961,7 +969,7 @@ def sgd_update(
     if n == 0:
         return
     with nogil:
-        _sgd_step(&params[0], &grads[0], &velocity[0], 0, n, 1, 0,
+        _sgd_step(&params[0], &grads[0], NULL, &velocity[0], 0, n, 1, 0,
                   <floating> learning_rate, <floating> momentum, nesterov)
 
 
@@ -979,7 +987,7 @@ def adam_update(
         return
     cdef double step = learning_rate * (1 - beta_2 ** t) ** 0.5 / (1 - beta_1 ** t)
     with nogil:
-        _adam_step(&params[0], &grads[0], &m[0], &v[0], 0, n, 1, 0,
+        _adam_step(&params[0], &grads[0], NULL, &m[0], &v[0], 0, n, 1, 0,
                    <floating> step, <floating> beta_1, <floating> beta_2,
                    <floating> epsilon)
 
@@ -987,6 +995,74 @@ def adam_update(
 # ---------------------------------------------------------------------------------------
 # The epoch driver
 # ---------------------------------------------------------------------------------------
+
+cdef inline void _take_rows(
+    Py_ssize_t start, Py_ssize_t nb,   # rows order[start:start + nb], or start.. in place
+    Py_ssize_t r0,                     # where they go in the gathering buffers
+    const floating* X, CSR* csr, const floating* Y, const floating* sample_weight,
+    const Py_ssize_t* order, Py_ssize_t n_feat, Py_ssize_t n_out,
+    floating* x_buf, floating* y_buf, floating* sw_buf,
+    const floating** Xb, const floating** Yb, const floating** swb,
+) noexcept nogil:
+    """Point (Xb, Yb, swb) at a block of rows: gathered by index into the reused
+    buffers when ``order`` is given, slices of X, Y, weights otherwise. A sparse X is
+    never gathered: ``csr`` is pointed at the block's row ids instead."""
+    cdef Py_ssize_t r, src
+    Xb[0] = NULL
+    if order != NULL:
+        for r in range(nb):
+            src = order[start + r]
+            if csr == NULL:
+                memcpy(x_buf + (r0 + r) * n_feat, X + src * n_feat,
+                       n_feat * sizeof(floating))
+            memcpy(y_buf + (r0 + r) * n_out, Y + src * n_out, n_out * sizeof(floating))
+            if sample_weight != NULL:
+                sw_buf[r0 + r] = sample_weight[src]
+        if csr == NULL:
+            Xb[0] = x_buf + r0 * n_feat
+        else:
+            csr.rows = order + start
+        Yb[0] = y_buf + r0 * n_out
+        swb[0] = sw_buf + r0 if sample_weight != NULL else NULL
+    else:
+        if csr == NULL:
+            Xb[0] = X + start * n_feat
+        else:
+            csr.rows = NULL
+            csr.row0 = start
+        Yb[0] = Y + start * n_out
+        swb[0] = sample_weight + start if sample_weight != NULL else NULL
+
+
+cdef inline double _weight_sum(
+    const floating* sample_weight, const Py_ssize_t* order, Py_ssize_t start,
+    Py_ssize_t nb,
+) noexcept nogil:
+    """The minibatch's sample-weight sum (its length when unweighted), in double."""
+    cdef Py_ssize_t r
+    cdef double s = 0.0
+    if sample_weight == NULL:
+        return <double> nb
+    for r in range(nb):
+        s += sample_weight[order[start + r] if order != NULL else start + r]
+    return s
+
+
+cdef inline void _adam_lr(Step* st, const double* hyper, Py_ssize_t t) noexcept nogil:
+    """Adam's bias-corrected step size for update number t (from 1)."""
+    st.lr = hyper[0] * (1 - hyper[4] ** t) ** 0.5 / (1 - hyper[3] ** t)
+
+
+cdef inline void _step_init(Step* st, int solver, double alpha, const double* hyper) noexcept nogil:
+    st.solver = solver
+    st.alpha = alpha
+    st.lr = hyper[0]
+    st.momentum = hyper[1]
+    st.nesterov = hyper[2] != 0
+    st.beta_1 = hyper[3]
+    st.beta_2 = hyper[4]
+    st.epsilon = hyper[5]
+
 
 cdef int _train_epoch_impl(
     Net* net, floating* params, floating* grads,
@@ -1002,53 +1078,19 @@ cdef int _train_epoch_impl(
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef int rc = 0
     cdef Step st
-    st.solver = solver
-    st.alpha = alpha
-    st.lr = hyper[0]
-    st.momentum = hyper[1]
-    st.nesterov = hyper[2] != 0
-    st.beta_1 = hyper[3]
-    st.beta_2 = hyper[4]
-    st.epsilon = hyper[5]
+    _step_init(&st, solver, alpha, hyper)
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
-    cdef Py_ssize_t start = 0, nb, r, src, b = 0
+    cdef Py_ssize_t start = 0, nb, b = 0
     cdef const floating* Xb
     cdef const floating* Yb
     cdef const floating* swb
-    cdef double s, data, step, sq = _sum_squares(params, net.n_coef)
+    cdef double s, data, sq = _sum_squares(params, net.n_coef)
     while start < n:    # n: the number of rows visited (len(order) when order is given)
         nb = batch_size if n - start > batch_size else n - start
-        # -- the minibatch: rows of X, Y, weights, gathered by index or sliced --------
-        Xb = NULL
-        if order != NULL:
-            for r in range(nb):
-                src = order[start + r]
-                if csr == NULL:
-                    memcpy(x_buf + r * n_feat, X + src * n_feat, n_feat * sizeof(floating))
-                memcpy(y_buf + r * n_out, Y + src * n_out, n_out * sizeof(floating))
-                if sample_weight != NULL:
-                    sw_buf[r] = sample_weight[src]
-            if csr == NULL:
-                Xb = x_buf
-            else:
-                csr.rows = order + start
-            Yb = y_buf
-            swb = sw_buf if sample_weight != NULL else NULL
-        else:
-            if csr == NULL:
-                Xb = X + start * n_feat
-            else:
-                csr.rows = NULL
-                csr.row0 = start
-            Yb = Y + start * n_out
-            swb = sample_weight + start if sample_weight != NULL else NULL
-        if swb != NULL:
-            s = 0.0
-            for r in range(nb):
-                s += swb[r]
-        else:
-            s = <double> nb
+        _take_rows(start, nb, 0, X, csr, Y, sample_weight, order, n_feat, n_out,
+                   x_buf, y_buf, sw_buf, &Xb, &Yb, &swb)
+        s = _weight_sum(sample_weight, order, start, nb)
         if s > 0:
             # -- forward, loss + delta, backward --------------------------------------
             memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
@@ -1062,8 +1104,7 @@ cdef int _train_epoch_impl(
             st.scale = 1.0 / s
             if solver == SOLVER_ADAM:
                 counter[0] += 1
-                st.lr = hyper[0] * (1 - hyper[4] ** counter[0]) ** 0.5 / (
-                    1 - hyper[3] ** counter[0])
+                _adam_lr(&st, hyper, counter[0])
             sq = _backward_update(net, params, Xb, csr, nb, acts, deltas, grads,
                                   state_1, state_2, &st)
         start += nb
@@ -1076,6 +1117,217 @@ cdef int _train_epoch_impl(
                 break
     fp_denormals_restore(fpu)
     return -1 if rc != 0 else 0
+
+
+# ---------------------------------------------------------------------------------------
+# The split-minibatch epoch driver (minibatches of at least SPLIT_MIN_BATCH rows)
+#
+# Each minibatch is cut into two halves at a place that depends only on its length.
+# Half h runs forward, loss and backward into its own gradient buffer (grads, grads2);
+# then the flat vector is cut into two segments, and the optimizer step on each adds
+# the two halves' gradients as it reads them. With two threads each does one half and
+# one segment, with BLAS on one thread each; with one thread, the same calls run one
+# after the other. The arithmetic is the same either way, so the model is bitwise the
+# same for every thread count. Two barriers per minibatch keep the phases apart.
+# ---------------------------------------------------------------------------------------
+
+# Minibatches shorter than this run whole (one gradient, the update fused into the
+# backward pass): splitting below it cost more on one thread than two threads gained.
+cdef Py_ssize_t SPLIT_MIN_BATCH = 128
+
+
+cdef inline Py_ssize_t _split_rows(Py_ssize_t nb) noexcept nogil:
+    """Rows of a minibatch's first half: about half, rounded up to a multiple of 8."""
+    cdef Py_ssize_t h = ((nb + 1) // 2 + 7) // 8 * 8
+    return h if h < nb else nb
+
+
+def split_rows(Py_ssize_t batch_size):
+    """Rows of the larger half of a split minibatch of ``batch_size`` rows, or 0 when
+    minibatches of that length run whole (sizes the workspaces: two halves)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
+
+
+def _set_split_min_batch(Py_ssize_t rows):
+    """Set the shortest minibatch that is split (for benchmarks); returns the old one."""
+    global SPLIT_MIN_BATCH
+    old = SPLIT_MIN_BATCH
+    SPLIT_MIN_BATCH = max(rows, 1)
+    return old
+
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define FP_BARRIER() _Pragma("omp barrier")
+    static int fp_team_size(void) { return omp_get_num_threads(); }
+    static int fp_thread_id(void) { return omp_get_thread_num(); }
+    #else
+    #define FP_BARRIER()
+    static int fp_team_size(void) { return 1; }
+    static int fp_thread_id(void) { return 0; }
+    #endif
+    """
+    void FP_BARRIER() noexcept nogil
+    int fp_team_size() noexcept nogil
+    int fp_thread_id() noexcept nogil
+
+
+cdef struct SplitShared:
+    # What the team shares; everything else is per thread.
+    double data[2]        # the halves' summed losses
+    double sq[2]          # the segments' sums of squared weights
+    int stop              # set by thread 0 when a signal handler raised
+
+
+cdef double _half_gradient(
+    Net* net, const floating* params, const floating* Xb, const CSR* csr,
+    Py_ssize_t rows, const floating* Yb, const floating* swb,
+    floating* acts, floating* deltas, floating* grads,
+) noexcept nogil:
+    """Raw gradient sums of one half-minibatch into ``grads``; returns its loss sum."""
+    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
+    cdef double data
+    if rows == 0:
+        memset(grads, 0, net.n_params * sizeof(floating))
+        return 0.0
+    memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
+    _forward(net, params, Xb, csr, rows, acts)
+    data = _loss_delta(net, acts + last, Yb, swb, rows, deltas + last,
+                       grads + net.b_off[net.n_layers - 1])
+    _backward(net, params, Xb, csr, rows, acts, deltas, grads, <floating> 0.0)
+    return data
+
+
+cdef void _split_worker(
+    Net* net, floating* params, floating* grads, floating* grads2,
+    const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
+) noexcept nogil:
+    """One team member's share of the epoch. Every member runs the same loop over the
+    minibatches (same lengths, same skip decisions), so they meet at every barrier."""
+    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, rc
+    cdef unsigned long long fpu = fp_denormals_flush()
+    cdef Step st
+    _step_init(&st, solver, alpha, hyper)
+    cdef CSR my_csr
+    cdef CSR* csr_h = NULL
+    if csr != NULL:
+        my_csr = csr[0]
+        csr_h = &my_csr
+    cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
+    cdef Py_ssize_t start = 0, nb, b = 0, r0, rows, t = counter[0]
+    cdef Py_ssize_t mid = net.n_params // 2 // 16 * 16, seg_lo, seg_hi, coef_hi
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* swb
+    cdef double s, acc = 0.0, sq = _sum_squares(params, net.n_coef)
+    while start < n:
+        nb = batch_size if n - start > batch_size else n - start
+        s = _weight_sum(sample_weight, order, start, nb)
+        if s > 0:
+            # -- each half: gather, forward, loss + delta, backward -------------------
+            h = tid
+            while h < 2:
+                r0 = 0 if h == 0 else _split_rows(nb)
+                rows = _split_rows(nb) if h == 0 else nb - r0
+                _take_rows(start + r0, rows, r0, X, csr_h, Y, sample_weight, order,
+                           n_feat, n_out, x_buf, y_buf, sw_buf, &Xb, &Yb, &swb)
+                sh.data[h] = _half_gradient(
+                    net, params, Xb, csr_h, rows, Yb, swb, acts + h * net.work_size,
+                    deltas + h * net.work_size, grads if h == 0 else grads2)
+                h += nt
+            FP_BARRIER()
+            # -- the optimizer step, one segment of the flat vector each --------------
+            acc += ((sh.data[0] + sh.data[1]) / s + 0.5 * alpha * sq / s) * nb
+            st.scale = 1.0 / s
+            if solver == SOLVER_ADAM:
+                t += 1
+                _adam_lr(&st, hyper, t)
+            h = tid
+            while h < 2:
+                seg_lo = 0 if h == 0 else mid
+                seg_hi = mid if h == 0 else net.n_params
+                coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
+                sh.sq[h] = _update_segment(
+                    params, grads, grads2, state_1, state_2, seg_lo,
+                    coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, &st)
+                h += nt
+            FP_BARRIER()
+            sq = sh.sq[0] + sh.sq[1]
+        start += nb
+        b += 1
+        if signal_every > 0 and b % signal_every == 0:
+            if tid == 0:
+                with gil:
+                    rc = _check_signals()
+                sh.stop = rc != 0
+            FP_BARRIER()
+            if sh.stop:
+                # a signal handler raised (KeyboardInterrupt): stop between minibatches
+                break
+    if tid == 0:
+        acc_out[0] += acc
+        counter[0] = t
+    fp_denormals_restore(fpu)
+
+
+cdef int _train_epoch_split(
+    Net* net, floating* params, floating* grads, floating* grads2,
+    const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
+) except -1 nogil:
+    """The split-minibatch epoch on a team of ``n_threads`` (1 or 2) threads."""
+    cdef SplitShared sh
+    sh.data[0] = sh.data[1] = 0.0
+    sh.sq[0] = sh.sq[1] = 0.0
+    sh.stop = 0
+    with parallel(num_threads=n_threads):
+        _split_worker(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
+                      batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
+                      state_1, state_2, hyper, counter, acc_out, signal_every, &sh)
+    return -1 if sh.stop else 0
+
+
+cdef int _check_split(Net* net, Py_ssize_t half, Py_ssize_t n_acts, Py_ssize_t n_deltas,
+                      Py_ssize_t n_grads2) except -1:
+    """Split minibatches need two half-workspaces and the second gradient buffer."""
+    if half > 0:
+        _check_len("acts", n_acts, 2 * net.work_size)
+        _check_len("deltas", n_deltas, 2 * net.work_size)
+        _check_len("grads2", n_grads2, net.n_params)
+    return 0
+
+
+cdef inline int _train_epoch_any(
+    Net* net, floating* params, floating* grads, floating* grads2, int n_threads,
+    const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
+) except -1 nogil:
+    """The split driver when ``grads2`` is given, the whole-minibatch one otherwise."""
+    if grads2 != NULL:
+        return _train_epoch_split(
+            net, params, grads, grads2, X, csr, n, Y, sample_weight, order, batch_size,
+            alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper,
+            counter, acc_out, signal_every, 2 if n_threads >= 2 else 1)
+    return _train_epoch_impl(
+        net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
+        deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,
+        signal_every)
 
 
 cdef int _check_epoch(
@@ -1136,6 +1388,9 @@ def train_epoch(
     floating[::1] state_2 not None,               # adam: second moment v (unused by sgd)
     const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
     Py_ssize_t[::1] counter not None,             # (1,): adam's update count t, advanced in place
+    floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(batch_size) > 0, else unused
+    int n_threads,                       # team size for split minibatches (1 or 2): BLAS must
+                                         #     run on one thread when it is 2
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -1145,6 +1400,12 @@ def train_epoch(
     L2 term alpha W, as scikit-learn does. A batch whose weights sum to zero carries no
     information and is skipped.
 
+    Minibatches of at least ``SPLIT_MIN_BATCH`` rows are split in two halves
+    (``split_rows``): the workspaces then hold two halves of ``split_rows(batch_size)``
+    rows, ``grads2`` holds the second half's gradient, and ``n_threads=2`` runs the
+    halves (and the optimizer's two segments) on two OpenMP threads. The result does not
+    depend on ``n_threads``.
+
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
     """
@@ -1152,8 +1413,10 @@ def train_epoch(
     cdef double acc = 0.0
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    cdef Net net = _net_new(sizes, activation, loss, batch_size)
+    cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else batch_size)
     try:
+        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
                      sample_weight.shape[0], order.shape[0], order, batch_size,
@@ -1162,8 +1425,9 @@ def train_epoch(
                      state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
         sig = _signal_interval()
         with nogil:
-            _train_epoch_impl(
-                &net, &params[0], &grads[0], &X[0, 0], NULL,
+            _train_epoch_any(
+                &net, &params[0], &grads[0], &grads2[0] if half > 0 else NULL,
+                n_threads, &X[0, 0], NULL,
                 order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
                 &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
@@ -1190,6 +1454,7 @@ def train_epoch_csr(
     floating[:, ::1] y_buf not None, floating[::1] sw_buf not None,
     int solver, floating[::1] state_1 not None, floating[::1] state_2 not None,
     const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
+    floating[::1] grads2 not None, int n_threads,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense."""
@@ -1198,8 +1463,10 @@ def train_epoch_csr(
     cdef CSR csr
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    cdef Net net = _net_new(sizes, activation, loss, batch_size)
+    cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else batch_size)
     try:
+        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
                      sample_weight.shape[0], order.shape[0], order, batch_size,
@@ -1213,8 +1480,9 @@ def train_epoch_csr(
         csr.row0 = 0
         sig = _signal_interval()
         with nogil:
-            _train_epoch_impl(
-                &net, &params[0], &grads[0], NULL, &csr,
+            _train_epoch_any(
+                &net, &params[0], &grads[0], &grads2[0] if half > 0 else NULL,
+                n_threads, NULL, &csr,
                 order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
                 &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
