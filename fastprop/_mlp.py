@@ -32,7 +32,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils import check_random_state, column_or_1d, shuffle
+from sklearn.utils import check_random_state, column_or_1d
 from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import (
@@ -334,6 +334,57 @@ class MLPEstimator(BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
+    # regressors ask scikit-learn for numeric targets
+    _y_numeric = False
+
+    def _validate_data_xy(self, X, y, reset):
+        """scikit-learn's ``validate_data`` on (X, y), with 2-D single-column targets
+        made 1-D (with its warning). A fitted model's common call, partial_fit on a
+        float array, takes ``_checked_fast`` instead: the same result without
+        scikit-learn's generic machinery, which costs more than a small epoch."""
+        checked = None if reset else self._checked_fast(X, y)
+        if checked is None:
+            checked = validate_data(
+                self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                y_numeric=self._y_numeric, dtype=(np.float64, np.float32), reset=reset,
+            )
+        X, y = checked
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _checked_fast(self, X, y):
+        """(X, y) unchanged when they are what ``validate_data(reset=False)`` would
+        return as is: a contiguous float32/float64 ndarray X of the fitted width, with
+        no feature names on either side, finite values (its sum is finite: one pass,
+        scikit-learn's own fast test), and a plain ndarray y of matching length with
+        finite floats or integer, bool or string labels. None for anything else,
+        which takes scikit-learn's path, with its exact conversions, errors and
+        warnings."""
+        if (
+            type(X) is not np.ndarray
+            or type(y) is not np.ndarray
+            or X.ndim != 2
+            or X.dtype.type not in (np.float32, np.float64)
+            or not (X.flags.c_contiguous or X.flags.f_contiguous)
+            or X.shape[0] < 1
+            or X.shape[1] != getattr(self, "n_features_in_", -1)
+            or hasattr(self, "feature_names_in_")
+            or y.ndim not in (1, 2)
+            or y.shape[0] != X.shape[0]
+            or (y.ndim == 2 and y.shape[1] < 1)
+        ):
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            if y.dtype.kind == "f":
+                if not np.isfinite(y.sum()):
+                    return None
+            elif self._y_numeric or y.dtype.kind not in "iubU":
+                return None
+            if not np.isfinite(X.sum()):
+                return None
+        return X, y
+
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden_layer_sizes = self.hidden_layer_sizes
         if not hasattr(hidden_layer_sizes, "__iter__"):
@@ -492,7 +543,11 @@ class MLPEstimator(BaseEstimator):
             self.n_iter_ = 0
             for it in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    # sklearn.utils.shuffle(sample_idx, random_state=...), the same
+                    # draws, without its per-call validation
+                    perm = np.arange(sample_idx.shape[0])
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
                 np.copyto(last_good, flat)
                 tic = time.perf_counter()
                 try:
@@ -777,18 +832,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         )
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=["csr", "csc"],
-            multi_output=True,
-            dtype=(np.float64, np.float32),
-            reset=reset,
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-
+        X, y = self._validate_data_xy(X, y, reset)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
@@ -945,6 +989,8 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         "loss": [StrOptions({"squared_error", "poisson"})],
     }
 
+    _y_numeric = True
+
     def __init__(
         self,
         loss="squared_error",
@@ -1022,16 +1068,4 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         )
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse=["csr", "csc"],
-            multi_output=True,
-            y_numeric=True,
-            dtype=(np.float64, np.float32),
-            reset=reset,
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        return X, y
+        return self._validate_data_xy(X, y, reset)

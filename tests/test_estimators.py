@@ -2013,3 +2013,115 @@ def test_partial_fit_label_fast_path_equals_label_binarizer(labels):
         assert est._encode_known_labels(other) is None
         with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
             est.partial_fit(X[:2], other)
+
+
+# -- partial_fit's per-call validation: a fast path for plain float arrays --------------
+
+def _pf_pair(est_cls, X, y, **kw):
+    """The same estimator twice, fitted once; the second never takes the fast path."""
+    a = est_cls(hidden_layer_sizes=(7,), batch_size=16, random_state=0, **kw)
+    b = clone(a)
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_partial_fit_fast_validation_gives_the_scikit_learn_path_result(kind, dtype,
+                                                                        monkeypatch):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 5)).astype(dtype)
+    if kind == "classifier":
+        y = rng.integers(0, 3, 90)
+        a = fastprop.MLPClassifier(hidden_layer_sizes=(7,), batch_size=16, random_state=0)
+        first = dict(classes=[0, 1, 2])
+    else:
+        y = rng.normal(size=90)
+        a = fastprop.MLPRegressor(hidden_layer_sizes=(7,), batch_size=16, random_state=0)
+        first = {}
+    b = clone(a)
+    a.partial_fit(X, y, **first)
+    b.partial_fit(X, y, **first)
+    calls = []
+    real = fastprop._mlp.validate_data
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("reset"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastprop._mlp, "validate_data", spy)
+    for _ in range(3):
+        a.partial_fit(X, y)  # the fast path: scikit-learn's validate_data is not called
+    assert calls == []
+    monkeypatch.setattr(type(b), "_checked_fast", lambda self, X, y: None)
+    for _ in range(3):
+        b.partial_fit(X, y)
+    assert calls == [False] * 3
+    for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
+        assert_array_equal(p, q)
+    assert a.loss_ == b.loss_
+
+
+def _fitted_clf(X, y):
+    return fastprop.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_partial_fit_fast_validation_leaves_the_unusual_to_scikit_learn():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 4))
+    y = rng.integers(0, 2, 40)
+    est = _fitted_clf(X, y)
+    sk = skn.MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0).fit(X, y)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    huge = np.full_like(X, np.finfo(np.float64).max)  # finite, but its sum is not
+    cases = {
+        "nan": (bad, y, ValueError),
+        "inf": (np.where(bad != bad, np.inf, bad), y, ValueError),
+        "width": (X[:, :3], y, ValueError),
+        "rows": (X, y[:-1], ValueError),
+        "y nan": (X, np.where(np.arange(40) == 5, np.nan, y.astype(float)), ValueError),
+    }
+    for name, (Xc, yc, err) in cases.items():
+        with pytest.raises(err) as ours:
+            est.partial_fit(Xc, yc)
+        with pytest.raises(err) as theirs:
+            sk.partial_fit(Xc, yc)
+        assert str(ours.value) == str(theirs.value), name
+    # finite values whose sum overflows: left to scikit-learn's exact check, silently
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert est._checked_fast(huge, y) is None
+        assert est._checked_fast(X, y) is not None
+    # integer X is converted, as scikit-learn does
+    est.partial_fit((X * 10).astype(np.int64), y)
+    # a 2-D single-column y warns, as scikit-learn does
+    from sklearn.exceptions import DataConversionWarning
+
+    with pytest.warns(DataConversionWarning):
+        est.partial_fit(X, y.reshape(-1, 1))
+    # fitted with feature names, then an array: scikit-learn's warning
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(X, columns=list("abcd"))
+    named = _fitted_clf(df, y)
+    with pytest.warns(UserWarning, match="feature names"):
+        named.partial_fit(X, y)
+
+
+def test_regressor_partial_fit_fast_validation_rejects_what_scikit_learn_rejects():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 3))
+    y = rng.normal(size=30)
+    est = fastprop.MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X, y)
+    sk = skn.MLPRegressor(hidden_layer_sizes=(4,), random_state=0).partial_fit(X, y)
+    yc = np.where(np.arange(30) == 2, np.inf, y)
+    with pytest.raises(ValueError) as ours:
+        est.partial_fit(X, yc)
+    with pytest.raises(ValueError) as theirs:
+        sk.partial_fit(X, yc)
+    assert str(ours.value) == str(theirs.value)
+    # string targets: scikit-learn fails inside its loss (a numpy UFuncTypeError);
+    # fastprop says it cannot make them numbers
+    with pytest.raises(ValueError, match="could not convert string to float"):
+        est.partial_fit(X, np.array(["a"] * 30))
+    est.partial_fit(X, np.arange(30))  # integer targets: scikit-learn's path, accepted
