@@ -42,6 +42,17 @@
    to p[i] given vi (the new velocity) and gi (the scaled gradient). The weights
    [0, n_coef) get the L2 term and count in the sum of squares s; the intercepts do
    not. */
+#define FP_NORMALISE_LOOPS(ACC, GRAD)                                                   \
+    {                                                                                   \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            g[i] = ((GRAD) + alpha * p[i]) / s_;                                        \
+            s += (ACC)p[i] * (ACC)p[i];                                                 \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) g[i] = (GRAD) / s_;                      \
+    }
+
 #define FP_SGD_LOOPS(ACC, T, GRAD, STEP)                                                \
     {                                                                                   \
         FP_SIMD_SUM                                                                     \
@@ -99,18 +110,15 @@ FP_DISPATCH static double fp_sumsq_##SUF(const T *a, ptrdiff_t n) {             
     return s;                                                                           \
 }                                                                                       \
                                                                                         \
-/* full-data gradient: g = (g + alpha W) / s on weights, g / s on intercepts;          \
+/* full-data gradient: g = (g + alpha W) / s on weights, g / s on intercepts, where g  \
+   is g, plus g2 when given (the sums of the two halves of every block);               \
    returns sum W^2 */                                                                   \
-FP_DISPATCH static double fp_normalise_##SUF(T *g, const T *p, ptrdiff_t n_coef,       \
-                                             ptrdiff_t n, T alpha, T s_) {              \
-    ACC s = 0;                                                                     \
-    FP_SIMD_SUM                                                                         \
-    for (ptrdiff_t i = 0; i < n_coef; i++) {                                            \
-        g[i] = (g[i] + alpha * p[i]) / s_;                                              \
-        s += (ACC)p[i] * (ACC)p[i];                                               \
-    }                                                                                   \
-    FP_SIMD                                                                             \
-    for (ptrdiff_t i = n_coef; i < n; i++) g[i] = g[i] / s_;                            \
+FP_DISPATCH static double fp_normalise_##SUF(T *g, const T *g2, const T *p,            \
+                                             ptrdiff_t n_coef, ptrdiff_t n, T alpha,    \
+                                             T s_) {                                    \
+    ACC s = 0;                                                                          \
+    if (g2) FP_NORMALISE_LOOPS(ACC, g[i] + g2[i])                                       \
+    else FP_NORMALISE_LOOPS(ACC, g[i])                                                  \
     return s;                                                                           \
 }                                                                                       \
                                                                                         \

@@ -393,28 +393,39 @@ def test_blocks_equal_one_block(monkeypatch, loss, dtype):
                     atol=REORDER_TOL[dtype]["atol_factor"])
 
 
-def _kernel_loss_grad(p, rows, fill=np.nan):
+def _kernel_loss_grad(p, rows, fill=np.nan, n_threads=1):
     sizes = np.asarray(p.sizes, dtype=np.intp)
     params = p.flat().astype(p.dtype)
-    work = rows * int(sum(p.sizes[1:]))
+    half = _kernels.split_rows(rows)  # blocks cut in halves need two half-workspaces
+    work = (2 * half if half else rows) * int(sum(p.sizes[1:]))
     grads = np.full(params.size, fill, p.dtype)
+    grads2 = np.full(params.size if half else 0, fill, p.dtype)
     acts = np.full(work, fill, p.dtype)
     deltas = np.full(work, fill, p.dtype)
     sw = np.empty(0, p.dtype) if p.sample_weight is None else p.sample_weight
     value = _kernels.loss_grad(
         sizes, core.ACTIVATION_CODES[p.activation], core.LOSS_CODES[p.loss], params,
-        p.X, p.Y, sw, p.alpha, grads, acts, deltas, rows)
+        p.X, p.Y, sw, p.alpha, grads, acts, deltas, rows, grads2, n_threads)
     return value, grads
 
 
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "split"])
 @pytest.mark.parametrize("rows", [1, 2, 3, 7, 16, 17, 18, 40])
-def test_kernel_block_sizes(rows):
+def test_kernel_block_sizes(rows, split):
     """The raw kernel with any block size (scratch prefilled with NaN, so nothing may be
-    read before it is written) gives the same loss and gradient."""
+    read before it is written) gives the same loss and gradient, blocks whole or cut in
+    halves (an empty second half included: blocks of 1..7 rows), on one thread or two."""
     p = make_problem(n_samples=17, sizes=(3, 4, 3, 3), activation="relu", loss="log_loss",
                      alpha=0.5, weighted=True, seed=5)
     ref = p.call(reference)
-    value, grads = _kernel_loss_grad(p, rows)
+    if split:
+        with split_from(1):
+            value, grads = _kernel_loss_grad(p, rows, n_threads=2)
+            value1, grads1 = _kernel_loss_grad(p, rows, n_threads=1)
+        assert value1 == value
+        assert_array_equal(grads1, grads)
+    else:
+        value, grads = _kernel_loss_grad(p, rows)
     assert np.isfinite(grads).all()
     assert_allclose(value, float(ref[0]), rtol=1e-12)
     assert_allclose(grads, flat_grad(ref), rtol=1e-10, atol=1e-13)
@@ -1057,6 +1068,81 @@ def test_split_team_takes_two_threads_and_holds_blas_at_one():
             assert nt == 1
 
 
+def test_whole_and_split_passes_take_turns():
+    """A whole pass (BLAS as configured) never runs while a split pass holds BLAS at one
+    thread: it waits, then sees the user's BLAS threads; and a split pass arriving while
+    a whole one waits does not jump the queue."""
+    import threading
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from fastprop.core._team import split_team
+
+    log = []
+    with threadpool_limits(limits=2):
+        user = _blas_threads()
+        entered_split = threading.Event()
+
+        def whole():
+            with split_team(8):
+                log.append(("whole in", _blas_threads() == user))
+            log.append(("whole out", None))
+
+        def late_split():
+            with split_team(256):
+                log.append(("late split in", None))
+
+        with split_team(256):
+            log.append(("split in", None))
+            t_whole = threading.Thread(target=whole)
+            t_whole.start()
+            time.sleep(0.3)
+            assert t_whole.is_alive()  # waiting for the split pass to end
+            t_late = threading.Thread(target=late_split)
+            t_late.start()
+            time.sleep(0.3)
+            assert t_late.is_alive()  # the whole pass waits first: no joining the room
+            log.append(("split out", None))
+        t_whole.join(10)
+        t_late.join(10)
+        assert _blas_threads() == user
+    names = [name for name, _ in log]
+    assert names.index("split out") < names.index("whole in") < names.index("late split in")
+    assert dict(log)["whole in"] is True  # BLAS back to the user's threads
+
+
+def test_split_pass_on_any_thread_holds_blas():
+    """threadpoolctl >= 3.8 lets only one thread change a pthreads OpenBLAS's threads (the
+    main thread, once it has used threadpoolctl); a split pass started on another thread
+    must still hold BLAS at one thread, and give the main thread its control back."""
+    import threading
+
+    from threadpoolctl import ThreadpoolController
+
+    from fastprop.core._team import split_team
+
+    ctl = ThreadpoolController().select(user_api="blas")
+    limiter = ctl.limit(limits=2)  # the main thread takes control
+    try:
+        before = _blas_threads()
+        seen = []
+
+        def run():
+            with split_team(256):
+                seen.append(_blas_threads())
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        assert seen and all(n == 1 for _, n in seen[0])
+        assert _blas_threads() == before
+        lim1 = ctl.limit(limits=1)  # the main thread can still set limits
+        assert all(n == 1 for _, n in _blas_threads())
+        lim1.restore_original_limits()
+    finally:
+        limiter.restore_original_limits()
+
+
 def test_split_epochs_in_threads_equal_sequential_ones():
     """Two trainers in two Python threads at once: one holds the team, the other runs on
     its own thread; both get the sequential results, and BLAS is given back."""
@@ -1081,6 +1167,69 @@ def test_split_epochs_in_threads_equal_sequential_ones():
     assert _blas_threads() == before
     assert_array_equal(par[0], seq[0])
     assert_array_equal(par[1], seq[0])
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_split_loss_and_gradients_match_reference_for_any_thread_count(dtype, sparse):
+    """Full-data passes cut every block in halves (blocks of >= 128 rows): the result
+    matches the reference, and one thread and two give the same bits."""
+    from threadpoolctl import threadpool_limits
+
+    p = make_problem(n_samples=700, sizes=(12, 30, 20, 4), activation="relu",
+                     loss="log_loss", dtype=dtype, alpha=0.3, weighted=True, seed=31)
+    X = p.X
+    if sparse:
+        X = sp.csr_matrix(p.X * (np.random.default_rng(4).uniform(size=p.X.shape) < 0.4))
+    f = core.LossGradient(p.sizes, X, p.Y, activation="relu", loss="log_loss", alpha=0.3,
+                          sample_weight=p.sample_weight)
+    assert f.rows == 700 and _kernels.split_rows(f.rows) > 0  # one block, cut in halves
+    params = p.flat().astype(dtype)
+    runs = {}
+    for nt in (1, 2):
+        with threadpool_limits(limits=nt):
+            runs[nt] = f(params)
+    assert runs[1][0] == runs[2][0]
+    assert_array_equal(runs[1][1], runs[2][1])
+    coefs, intercepts = core.unpack(params, p.sizes)
+    Xd = X.toarray() if sparse else X
+    ref = reference.loss_and_gradients(coefs, intercepts, Xd, p.Y, activation="relu",
+                                       loss="log_loss", alpha=0.3,
+                                       sample_weight=p.sample_weight)
+    t = tol(dtype)
+    assert_allclose(runs[1][0], float(ref[0]), rtol=t["rtol"])
+    assert_allclose(runs[1][1], flat_grad(ref).astype(np.float64), rtol=t["rtol"],
+                    atol=t["atol_factor"] * np.abs(flat_grad(ref)).max())
+    if not sparse:  # the public front door (dense input) takes the same path
+        out = core.loss_and_gradients(coefs, intercepts, X, p.Y, activation="relu",
+                                      loss="log_loss", alpha=0.3,
+                                      sample_weight=p.sample_weight)
+        assert out[0] == dtype(runs[1][0])
+
+
+@pytest.mark.parametrize("block", [40, 90, 700])
+def test_split_loss_grad_block_layouts_match_reference(block):
+    p = make_problem(n_samples=700, sizes=(6, 9, 3), activation="tanh",
+                     loss="squared_error", alpha=0.2, weighted=True, seed=32)
+    params = p.flat()
+    ref = p.call(reference)
+    with split_from(2):
+        for nt in (1, 2):
+            f = core.LossGradient(p.sizes, p.X, p.Y, activation="tanh",
+                                  loss="squared_error", alpha=0.2,
+                                  sample_weight=p.sample_weight)
+            # a block size of our choosing, with workspaces sized for it
+            f.rows = block
+            half = _kernels.split_rows(block)
+            work = 2 * half * int(sum(p.sizes[1:]))
+            f.acts, f.deltas = np.full(work, np.nan), np.full(work, np.nan)
+            f.grads2 = np.full(f.params.size, np.nan)
+            from threadpoolctl import threadpool_limits
+
+            with threadpool_limits(limits=nt):
+                value, grad = f(params)
+            assert_allclose(value, float(ref[0]), rtol=1e-12)
+            assert_allclose(grad, flat_grad(ref), rtol=1e-10, atol=1e-13)
 
 
 def test_parallel_elementwise_pass_matches_serial(monkeypatch):
@@ -1496,10 +1645,11 @@ def _call(fn, names, defaults, kw):
     return fn(*[d[k] for k in names])
 
 LG_NAMES = ["sizes", "activation", "loss", "params", "X", "Y", "sample_weight", "alpha",
-            "grads", "acts", "deltas", "rows"]
+            "grads", "acts", "deltas", "rows", "grads2", "n_threads"]
 def lg(**kw):
     d = dict(sizes=SIZES, activation=2, loss=0, params=PARAMS, X=X, Y=Y, sample_weight=EMPTY,
-             alpha=0.1, grads=np.empty(NP), acts=np.empty(WORK), deltas=np.empty(WORK), rows=N)
+             alpha=0.1, grads=np.empty(NP), acts=np.empty(WORK), deltas=np.empty(WORK), rows=N,
+             grads2=EMPTY, n_threads=1)
     return _call(K.loss_grad, LG_NAMES, d, kw)
 
 FW_NAMES = ["sizes", "activation", "loss", "params", "X", "out", "acts", "rows"]
@@ -1542,6 +1692,12 @@ SWORK = 2 * HALF * (4 + 2)
 valid("loss_grad ok", lambda: lg())
 valid("loss_grad rows > n", lambda: lg(rows=N + 3, acts=np.empty((N + 3) * 6), deltas=np.empty((N + 3) * 6)))
 valid("loss_grad weights", lambda: lg(sample_weight=np.ones(N)))
+# split blocks: rows N = 5 -> halves of split_rows(5) = 5 rows (the second one empty)
+LSWORK = 2 * N * 6
+for nt in (1, 2, 0, 99):
+    valid(f"loss_grad split, {nt} threads",
+          split(lambda nt=nt: lg(acts=np.empty(LSWORK), deltas=np.empty(LSWORK),
+                                 grads2=np.empty(NP), n_threads=nt)))
 valid("forward ok", lambda: fw())
 valid("forward 0 rows", lambda: fw(X=np.empty((0, 3)), out=np.empty((0, 2))))
 valid("train_epoch ok", lambda: te())
@@ -1600,6 +1756,14 @@ case("lg mixed dtypes", lambda: lg(params=PARAMS.astype(np.float32)), (ValueErro
 case("lg X float32", lambda: lg(X=X.astype(np.float32)), (ValueError, TypeError))
 case("lg X strided", lambda: lg(X=np.zeros((N, 6))[:, ::2]), (ValueError, TypeError))
 case("lg sizes int32", lambda: lg(sizes=SIZES.astype(np.int32)), (ValueError, TypeError))
+case("lg split acts short", split(lambda: lg(acts=np.empty(LSWORK - 1),
+                                             deltas=np.empty(LSWORK), grads2=np.empty(NP))))
+case("lg split deltas whole-block size", split(lambda: lg(acts=np.empty(LSWORK),
+                                                          grads2=np.empty(NP))))
+case("lg split grads2 short", split(lambda: lg(acts=np.empty(LSWORK), deltas=np.empty(LSWORK),
+                                               grads2=np.empty(NP - 1))))
+case("lg split grads2 empty", split(lambda: lg(acts=np.empty(LSWORK),
+                                               deltas=np.empty(LSWORK))))
 
 # -- forward -----------------------------------------------------------------------------
 case("fw params short", lambda: fw(params=PARAMS[:-1].copy()))
@@ -1745,11 +1909,11 @@ def bad_indptr(kind):
     return p
 
 LGC_NAMES = ["sizes", "activation", "loss", "params", "data", "indices", "indptr", "Y",
-             "sample_weight", "alpha", "grads", "acts", "deltas", "rows"]
+             "sample_weight", "alpha", "grads", "acts", "deltas", "rows", "grads2", "n_threads"]
 def lgc(**kw):
     d = dict(sizes=SIZES, activation=2, loss=0, params=PARAMS, data=DATA, indices=INDICES,
              indptr=INDPTR, Y=Y, sample_weight=EMPTY, alpha=0.1, grads=np.empty(NP),
-             acts=np.empty(WORK), deltas=np.empty(WORK), rows=N)
+             acts=np.empty(WORK), deltas=np.empty(WORK), rows=N, grads2=EMPTY, n_threads=1)
     return _call(K.loss_grad_csr, LGC_NAMES, d, kw)
 
 FWC_NAMES = ["sizes", "activation", "loss", "params", "data", "indices", "indptr", "out",
@@ -1858,13 +2022,13 @@ BIG = np.array([1, M, M, M, M, 1], dtype=np.intp)
 
 OVERFLOW_CALLS = {
     "loss_grad rows": "K.loss_grad(S, 2, 0, P, X, Y, E, 0.0, np.empty(26), np.empty(30), "
-                      "np.empty(30), ROWS)",
+                      "np.empty(30), ROWS, E, 1)",
     "forward rows": "K.forward(S, 2, 0, P, X, np.empty((5, 2)), np.empty(30), ROWS)",
     "train_epoch batch_size": "K.train_epoch(S, 2, 0, P.copy(), np.empty(26), X, Y, E, EI, ROWS, "
                               "0.0, np.empty(30), np.empty(30), np.empty((0, 3)), "
                               "np.empty((0, 2)), E, 0, np.zeros(26), E, HYPER, COUNTER, E, 1)",
     "loss_grad_csr rows": "K.loss_grad_csr(S, 2, 0, P, DATA, IND, PTR, Y, E, 0.0, np.empty(26), "
-                          "np.empty(30), np.empty(30), ROWS)",
+                          "np.empty(30), np.empty(30), ROWS, E, 1)",
     "forward_csr rows": "K.forward_csr(S, 2, 0, P, DATA, IND, PTR, np.empty((5, 2)), "
                         "np.empty(30), ROWS)",
     "train_epoch_csr batch_size": "K.train_epoch_csr(S, 2, 0, P.copy(), np.empty(26), DATA, IND, "
@@ -1957,6 +2121,62 @@ def test_epoch_is_interruptible(batch_size):
     assert lines[1] == "USABLE True", report
 
 
+LOSSGRAD_INTERRUPT_SCRIPT = r"""
+import sys, time
+import numpy as np
+import fastprop.core as core
+from fastprop.core import _kernels
+sizes = [50, 256, 1]
+rng = np.random.default_rng(0)
+n = 300_000
+X = rng.normal(size=(n, 50))
+Y = (rng.uniform(size=(n, 1)) < 0.5).astype(float)
+f = core.LossGradient(sizes, X, Y, activation="relu", loss="binary_log_loss", alpha=1e-4)
+assert _kernels.split_rows(f.rows) > 0  # blocks cut in halves, on a team of threads
+f.params[:] = 0.05 * rng.normal(size=f.params.size)
+t = time.perf_counter()
+f.compute()
+print("READY", time.perf_counter() - t, flush=True)
+t = time.perf_counter()
+try:
+    for _ in range(1000):  # far longer than the test waits
+        f.compute()
+except KeyboardInterrupt:
+    print("INTERRUPTED", time.perf_counter() - t, flush=True)
+    value = f.compute()  # still usable
+    print("USABLE", bool(np.isfinite(value) and np.isfinite(f.grads).all()), flush=True)
+else:
+    print("FINISHED", time.perf_counter() - t, flush=True)
+"""
+
+
+def test_split_loss_grad_is_interruptible():
+    """Ctrl-C inside a full-data pass whose blocks run on a team of two threads: the
+    caller's thread sees the signal between its blocks, the other thread stops at the
+    flag, and KeyboardInterrupt arrives without waiting for the pass to end."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", LOSSGRAD_INTERRUPT_SCRIPT],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("READY"), first + proc.stdout.read()
+        per_pass = float(first.split()[1])
+        time.sleep(max(0.3, 1.5 * per_pass))
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = f"returncode {proc.returncode}\n{first}{out}"
+    assert proc.returncode == 0, report
+    lines = out.split("\n")
+    assert lines[0].startswith("INTERRUPTED"), report
+    assert lines[1] == "USABLE True", report
+
+
 OOB_SCRIPT = r'''
 import numpy as np
 from fastprop.core import _kernels as K
@@ -1989,15 +2209,21 @@ for dtype in (np.float64, np.float32):
             X = rng.normal(size=(n, sizes[0])).astype(dtype)
             Y = rng.uniform(size=(n, n_out)).astype(dtype)
             params = (0.5 * rng.normal(size=NP)).astype(dtype)
-            for rows in (1, 4, n):
-                work = rows * sum(sizes[1:])
+            for rows, split_min in ((1, 10**9), (4, 10**9), (n, 10**9), (1, 1), (4, 1),
+                                    (9, 1), (n, 1)):
+                K._set_split_min_batch(split_min)
+                half = K.split_rows(rows)
+                work = (2 * half if half else rows) * sum(sizes[1:])
                 bg, grads = carve(NP, dtype=dtype)
+                bg2, grads2 = carve(NP if half else 0, dtype=dtype)
                 ba, acts = carve(work, dtype=dtype)
                 bd, deltas = carve(work, dtype=dtype)
                 K.loss_grad(S, 3, loss, params, X, Y, np.ones(n, dtype), 0.1, grads, acts,
-                            deltas, rows)
-                for b, nm in ((bg, "grads"), (ba, "acts"), (bd, "deltas")):
-                    check(b, f"loss_grad {nm} {sizes} rows={rows}")
+                            deltas, rows, grads2, 2)
+                for b, nm in ((bg, "grads"), (bg2, "grads2"), (ba, "acts"), (bd, "deltas")):
+                    check(b, f"loss_grad {nm} {sizes} rows={rows} split={half}")
+                K._set_split_min_batch(10**9)
+                work = rows * sum(sizes[1:])
                 bo, out = carve(None, (n, n_out), dtype)
                 ba, acts = carve(work, dtype=dtype)
                 K.forward(S, 1, loss, params, X, out, acts, rows)
@@ -2044,7 +2270,15 @@ for dtype in (np.float64, np.float32):
                 work = bs * sum(sizes[1:])
                 bufs = {}
                 K.loss_grad_csr(S, 0, loss, params, data, indices, indptr, Y, np.ones(n, dtype),
-                                0.1, c("grads", NP), c("acts", work), c("deltas", work), bs)
+                                0.1, c("grads", NP), c("acts", work), c("deltas", work), bs,
+                                c("grads2", 0), 2)
+                K._set_split_min_batch(1)
+                half = K.split_rows(bs)
+                swork = 2 * half * sum(sizes[1:])
+                K.loss_grad_csr(S, 0, loss, params, data, indices, indptr, Y, np.ones(n, dtype),
+                                0.1, c("grads_s", NP), c("acts_s", swork), c("deltas_s", swork),
+                                bs, c("grads2_s", NP), 2)
+                K._set_split_min_batch(10**9)
                 bufs["out"] = carve(None, (n, n_out), dtype)
                 a2 = c("acts2", work)
                 K.forward_csr(S, 0, loss, params, data, indices, indptr, bufs["out"][1], a2, bs)

@@ -133,9 +133,13 @@ class LossGradient:
         self.loss = LOSS_CODES[loss]
         self.alpha = float(alpha)
         self.rows = block_rows(sizes, self.n_samples)
-        work = self.rows * int(sum(sizes[1:]))
+        # blocks of split_rows(rows) > 0 are cut in halves: two half-workspaces and a
+        # second gradient buffer
+        half = _kernels.split_rows(self.rows)
+        work = (2 * half if half else self.rows) * int(sum(sizes[1:]))
         self.params = np.empty(n_params(sizes), dtype=self.dtype)
         self.grads = np.empty_like(self.params)
+        self.grads2 = np.empty(self.params.shape[0] if half else 0, dtype=self.dtype)
         self.acts = np.empty(work, dtype=self.dtype)
         self.deltas = np.empty(work, dtype=self.dtype)
 
@@ -147,16 +151,18 @@ class LossGradient:
 
     def compute(self):
         """Loss at ``self.params``; the gradient is left in ``self.grads``."""
-        if self.X_csr is not None:
-            return _kernels.loss_grad_csr(
-                self.sizes, self.activation, self.loss, self.params, *self.X_csr,
-                self.Y, self.sample_weight, self.alpha, self.grads, self.acts,
-                self.deltas, self.rows,
+        with split_team(self.rows) as n_threads:
+            if self.X_csr is not None:
+                return _kernels.loss_grad_csr(
+                    self.sizes, self.activation, self.loss, self.params, *self.X_csr,
+                    self.Y, self.sample_weight, self.alpha, self.grads, self.acts,
+                    self.deltas, self.rows, self.grads2, n_threads,
+                )
+            return _kernels.loss_grad(
+                self.sizes, self.activation, self.loss, self.params, self.X, self.Y,
+                self.sample_weight, self.alpha, self.grads, self.acts, self.deltas,
+                self.rows, self.grads2, n_threads,
             )
-        return _kernels.loss_grad(
-            self.sizes, self.activation, self.loss, self.params, self.X, self.Y,
-            self.sample_weight, self.alpha, self.grads, self.acts, self.deltas, self.rows,
-        )
 
 
 def loss_and_gradients(

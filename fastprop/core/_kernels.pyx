@@ -52,9 +52,11 @@ cdef extern from "fp_optim.h" nogil:
     int fp_dispatch_enabled()
     double fp_sumsq_f(const float* a, Py_ssize_t n)
     double fp_sumsq_d(const double* a, Py_ssize_t n)
-    double fp_normalise_f(float* g, const float* p, Py_ssize_t n_coef, Py_ssize_t n,
+    double fp_normalise_f(float* g, const float* g2, const float* p, Py_ssize_t n_coef,
+                          Py_ssize_t n,
                           float alpha, float s)
-    double fp_normalise_d(double* g, const double* p, Py_ssize_t n_coef, Py_ssize_t n,
+    double fp_normalise_d(double* g, const double* g2, const double* p, Py_ssize_t n_coef,
+                          Py_ssize_t n,
                           double alpha, double s)
     double fp_sgd_f(float* p, const float* g1, const float* g2, float* v,
                     Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha, float lr,
@@ -82,6 +84,36 @@ cdef extern from *:
     """
     int fp_omp_max_threads() noexcept nogil
     int fp_has_openmp() noexcept nogil
+
+cdef extern from *:
+    """
+    /* A team's helpers: barrier, size and rank, and a stop flag that one thread sets
+       and the others poll (atomic, so the poll sees the store). */
+    #ifdef _OPENMP
+    #define FP_BARRIER() _Pragma("omp barrier")
+    static int fp_team_size(void) { return omp_get_num_threads(); }
+    static int fp_thread_id(void) { return omp_get_thread_num(); }
+    static int fp_flag_get(int *p) { int v;
+    #pragma omp atomic read
+        v = *p;
+        return v; }
+    static void fp_flag_set(int *p) {
+    #pragma omp atomic write
+        *p = 1;
+    }
+    #else
+    #define FP_BARRIER()
+    static int fp_team_size(void) { return 1; }
+    static int fp_thread_id(void) { return 0; }
+    static int fp_flag_get(int *p) { return *p; }
+    static void fp_flag_set(int *p) { *p = 1; }
+    #endif
+    """
+    void FP_BARRIER() noexcept nogil
+    int fp_team_size() noexcept nogil
+    int fp_thread_id() noexcept nogil
+    int fp_flag_get(int* p) noexcept nogil
+    void fp_flag_set(int* p) noexcept nogil
 
 cdef extern from "Python.h":
     # declared noexcept: the epoch driver restores the FPU state before propagating
@@ -742,47 +774,112 @@ cdef double _sample_weight_sum(const floating[::1] sample_weight, Py_ssize_t n) 
 # Full-data loss and gradient (L-BFGS, loss_and_gradients)
 # ---------------------------------------------------------------------------------------
 
-cdef int _loss_grad_impl(
+cdef double _loss_grad_blocks(
     Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sw, double s, double alpha,
-    floating* grads, floating* acts, floating* deltas, Py_ssize_t rows,
-    double* value, Py_ssize_t check_signals,
-) except -1 nogil:
-    """Full-data loss into ``value``; takes the GIL between blocks only to check for
-    signals (a full pass over a large X can take seconds)."""
-    cdef Py_ssize_t start = 0, nb, i
-    cdef int rc = 0
-    cdef Py_ssize_t c = net.sizes[net.n_layers], last = net.a_off[net.n_layers - 1]
-    cdef double data = 0.0, sq = 0.0
+    const floating* Y, const floating* sw, floating* grads, floating* acts,
+    floating* deltas, Py_ssize_t rows, int half, bint check_signals, int* stop,
+) noexcept nogil:
+    """Raw gradient sums into ``grads`` and the summed data loss, over X in blocks of
+    ``rows``: whole blocks (half -1), or only the first or second half (0, 1) of each
+    block, as ``_split_rows`` cuts it. Weights are overwritten by the first block and
+    accumulated after (beta = 1); intercepts accumulate from zero. Between blocks the
+    thread that may takes the GIL to check for signals, and every thread stops once
+    ``stop`` is set."""
+    cdef Py_ssize_t start = 0, nb, r0, cnt, c = net.sizes[net.n_layers]
+    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
+    cdef const floating* Xb
+    cdef double data = 0.0
     cdef floating beta = 0
-    # intercept gradients accumulate column sums: start from zero
+    cdef int rc
     memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
     while start < n:
         nb = rows if n - start > rows else n - start
-        if csr != NULL:
-            csr.row0 = start
-        _forward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
-                 acts)
-        data += _loss_delta(net, acts + last, Y + start * c,
-                            sw + start if sw != NULL else NULL, nb, deltas + last,
-                            grads + net.b_off[net.n_layers - 1])
-        _backward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
-                  acts, deltas, grads, beta)
-        beta = 1
+        r0 = 0 if half <= 0 else _split_rows(nb)
+        cnt = nb if half < 0 else (_split_rows(nb) if half == 0 else nb - r0)
+        if cnt > 0:
+            if csr != NULL:
+                csr.rows = NULL
+                csr.row0 = start + r0
+            Xb = X + (start + r0) * net.sizes[0] if X != NULL else NULL
+            _forward(net, params, Xb, csr, cnt, acts)
+            data += _loss_delta(net, acts + last, Y + (start + r0) * c,
+                                sw + start + r0 if sw != NULL else NULL, cnt,
+                                deltas + last, grads + net.b_off[net.n_layers - 1])
+            _backward(net, params, Xb, csr, cnt, acts, deltas, grads, beta)
+            beta = 1
         start += nb
         if check_signals and start < n:
             with gil:
                 rc = _check_signals()
             if rc != 0:
-                return -1   # the signal handler's exception is set
+                fp_flag_set(stop)
+        if fp_flag_get(stop):
+            break
+    if beta == 0:  # this half held no rows
+        memset(grads, 0, net.n_coef * sizeof(floating))
+    return data
+
+
+cdef int _loss_grad_impl(
+    Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sw, double s, double alpha,
+    floating* grads, floating* grads2, int n_threads, floating* acts, floating* deltas,
+    Py_ssize_t rows, double* value, Py_ssize_t check_signals,
+) except -1 nogil:
+    """Full-data loss into ``value``; takes the GIL between blocks only to check for
+    signals (a full pass over a large X can take seconds).
+
+    With ``grads2``, every block is cut in two halves as the split epoch cuts a
+    minibatch: half h accumulates into its own buffer and workspaces (the second half's
+    at ``net.work_size``), on a team of ``n_threads`` (1 or 2), and the normalisation
+    adds the two. The halves do not depend on the team, so neither does the result."""
+    cdef double data = 0.0, sq = 0.0
+    cdef double part[2]
+    cdef int stop = 0
+    if grads2 == NULL:
+        data = _loss_grad_blocks(net, params, X, csr, n, Y, sw, grads, acts, deltas, rows,
+                                 -1, check_signals != 0, &stop)
+    else:
+        part[0] = part[1] = 0.0
+        with parallel(num_threads=n_threads):
+            _loss_grad_halves(net, params, X, csr, n, Y, sw, grads, grads2, acts, deltas,
+                              rows, check_signals != 0, &stop, part)
+        data = part[0] + part[1]
+    if stop:
+        return -1   # the signal handler's exception is set
     # normalise: (raw + alpha W) / s on weights, raw / s on intercepts
     if floating is float:
-        sq = fp_normalise_f(grads, params, net.n_coef, net.n_params, <float> alpha,
-                            <float> s)
+        sq = fp_normalise_f(grads, grads2, params, net.n_coef, net.n_params,
+                            <float> alpha, <float> s)
     else:
-        sq = fp_normalise_d(grads, params, net.n_coef, net.n_params, alpha, s)
+        sq = fp_normalise_d(grads, grads2, params, net.n_coef, net.n_params, alpha, s)
     value[0] = data / s + 0.5 * alpha * sq / s
     return 0
+
+
+cdef void _loss_grad_halves(
+    Net* net, const floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sw, floating* grads, floating* grads2,
+    floating* acts, floating* deltas, Py_ssize_t rows, bint check_signals, int* stop,
+    double* part,
+) noexcept nogil:
+    """One team member's halves of ``_loss_grad_impl`` (the halves never share a
+    buffer, so the only meeting point is the end of the parallel region). Only thread
+    0, the caller's thread, checks for signals."""
+    cdef int tid = fp_thread_id(), nt = fp_team_size(), h = tid
+    cdef unsigned long long fpu = fp_denormals_flush()
+    cdef CSR my_csr
+    cdef CSR* csr_h = NULL
+    if csr != NULL:
+        my_csr = csr[0]
+        csr_h = &my_csr
+    while h < 2:
+        part[h] = _loss_grad_blocks(
+            net, params, X, csr_h, n, Y, sw, grads if h == 0 else grads2,
+            acts + h * net.work_size, deltas + h * net.work_size, rows, h,
+            check_signals and tid == 0, stop)
+        h += nt
+    fp_denormals_restore(fpu)
 
 
 cdef int _check_loss_grad(Net* net, Py_ssize_t n_params, Py_ssize_t n_grads,
@@ -807,21 +904,29 @@ def loss_grad(
     double alpha,
     floating[::1] grads not None,                 # OUT (n_params,)
     floating[::1] acts not None,                  # scratch (rows * sum(sizes[1:]),)
-    floating[::1] deltas not None,                # scratch, as acts
+    floating[::1] deltas not None,                # scratch, as acts (twice as much when split)
     Py_ssize_t rows,                     # block size the scratch was sized for
+    floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(rows) > 0, else unused
+    int n_threads,                       # team size for split blocks (1 or 2): BLAS must run
+                                         #     on one thread when it is 2
 ):
     """Full-data loss and gradient (normalised, L2 included), in blocks of ``rows``.
 
     Gradients are sums over samples, so processing X block by block with accumulating
-    GEMMs (beta = 1) gives the full gradient with memory bounded by the block.
+    GEMMs (beta = 1) gives the full gradient with memory bounded by the block. Blocks of
+    at least ``SPLIT_MIN_BATCH`` rows are split in halves as ``train_epoch`` splits its
+    minibatches (two half-workspaces of ``split_rows(rows)`` rows, ``grads2``, a team of
+    ``n_threads``); the result does not depend on ``n_threads``.
     Returns the loss as a Python float.
     """
     cdef Py_ssize_t n = X.shape[0], sig
     cdef double s, value
     if rows < 1:
         raise ValueError("rows must be >= 1")
-    cdef Net net = _net_new(sizes, activation, loss, rows)
+    cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
     try:
+        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
                          deltas.shape[0], n, Y.shape[0], Y.shape[1])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
@@ -831,7 +936,8 @@ def loss_grad(
             _loss_grad_impl(
                 &net, &params[0], &X[0, 0], NULL, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows, &value, sig)
+                &grads[0], &grads2[0] if half > 0 else NULL, 2 if n_threads >= 2 else 1,
+                &acts[0], &deltas[0], rows, &value, sig)
         return value
     finally:
         free(net.sizes)
@@ -847,6 +953,7 @@ def loss_grad_csr(
     const floating[::1] sample_weight not None,
     double alpha,
     floating[::1] grads not None, floating[::1] acts not None, floating[::1] deltas not None, Py_ssize_t rows,
+    floating[::1] grads2 not None, int n_threads,
 ):
     """``loss_grad`` for a CSR X: the first layer's products are sparse x dense."""
     cdef Py_ssize_t n, sig
@@ -854,8 +961,10 @@ def loss_grad_csr(
     cdef CSR csr
     if rows < 1:
         raise ValueError("rows must be >= 1")
-    cdef Net net = _net_new(sizes, activation, loss, rows)
+    cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
     try:
+        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
                          deltas.shape[0], n, Y.shape[0], Y.shape[1])
@@ -870,7 +979,8 @@ def loss_grad_csr(
             _loss_grad_impl(
                 &net, &params[0], NULL, &csr, n, &Y[0, 0],
                 &sample_weight[0] if sample_weight.shape[0] > 0 else NULL, s, alpha,
-                &grads[0], &acts[0], &deltas[0], rows, &value, sig)
+                &grads[0], &grads2[0] if half > 0 else NULL, 2 if n_threads >= 2 else 1,
+                &acts[0], &deltas[0], rows, &value, sig)
         return value
     finally:
         free(net.sizes)
@@ -1156,23 +1266,6 @@ def _set_split_min_batch(Py_ssize_t rows):
     old = SPLIT_MIN_BATCH
     SPLIT_MIN_BATCH = max(rows, 1)
     return old
-
-
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #define FP_BARRIER() _Pragma("omp barrier")
-    static int fp_team_size(void) { return omp_get_num_threads(); }
-    static int fp_thread_id(void) { return omp_get_thread_num(); }
-    #else
-    #define FP_BARRIER()
-    static int fp_team_size(void) { return 1; }
-    static int fp_thread_id(void) { return 0; }
-    #endif
-    """
-    void FP_BARRIER() noexcept nogil
-    int fp_team_size() noexcept nogil
-    int fp_thread_id() noexcept nogil
 
 
 cdef struct SplitShared:
