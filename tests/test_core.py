@@ -1057,8 +1057,9 @@ def test_split_team_takes_two_threads_and_holds_blas_at_one():
             assert all(n == 1 for _, n in _blas_threads())
         assert _blas_threads() == before
         with split_team(8) as nt:
-            assert nt == 1  # short minibatches run whole; BLAS left alone
-            assert _blas_threads() == before
+            assert nt == 1  # short minibatches run whole, with BLAS on one thread too
+            assert all(n == 1 for _, n in _blas_threads())
+        assert _blas_threads() == before
         with pytest.raises(RuntimeError):
             with split_team(256):
                 raise RuntimeError("an epoch that fails still gives BLAS back")
@@ -1068,48 +1069,57 @@ def test_split_team_takes_two_threads_and_holds_blas_at_one():
             assert nt == 1
 
 
-def test_whole_and_split_passes_take_turns():
-    """A whole pass (BLAS as configured) never runs while a split pass holds BLAS at one
-    thread: it waits, then sees the user's BLAS threads; and a split pass arriving while
-    a whole one waits does not jump the queue."""
+def test_passes_in_threads_share_the_blas_hold():
+    """Whole and split passes in several threads run side by side, all with BLAS on one
+    thread; it goes back to the user's setting when the last one ends, whichever thread
+    that is."""
     import threading
-    import time
 
     from threadpoolctl import threadpool_limits
 
     from fastprop.core._team import split_team
 
-    log = []
     with threadpool_limits(limits=2):
         user = _blas_threads()
-        entered_split = threading.Event()
+        inside = threading.Event()
+        release = threading.Event()
+        seen = []
 
         def whole():
             with split_team(8):
-                log.append(("whole in", _blas_threads() == user))
-            log.append(("whole out", None))
+                inside.set()
+                release.wait(10)
+                seen.append(("whole", _blas_threads()))
 
-        def late_split():
-            with split_team(256):
-                log.append(("late split in", None))
-
-        with split_team(256):
-            log.append(("split in", None))
-            t_whole = threading.Thread(target=whole)
-            t_whole.start()
-            time.sleep(0.3)
-            assert t_whole.is_alive()  # waiting for the split pass to end
-            t_late = threading.Thread(target=late_split)
-            t_late.start()
-            time.sleep(0.3)
-            assert t_late.is_alive()  # the whole pass waits first: no joining the room
-            log.append(("split out", None))
-        t_whole.join(10)
-        t_late.join(10)
+        t = threading.Thread(target=whole)
+        t.start()
+        inside.wait(10)
+        with split_team(256) as nt:
+            seen.append(("split", _blas_threads(), nt))
+        assert all(n == 1 for _, n in _blas_threads())  # the whole pass still runs
+        release.set()
+        t.join(10)
         assert _blas_threads() == user
-    names = [name for name, _ in log]
-    assert names.index("split out") < names.index("whole in") < names.index("late split in")
-    assert dict(log)["whole in"] is True  # BLAS back to the user's threads
+    assert all(n == 1 for _, n in seen[0][1]) and all(n == 1 for _, n in seen[1][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_whole_minibatch_epoch_is_bitwise_the_same_for_any_thread_count(dtype):
+    """Minibatches too short to split run on one thread with BLAS on one thread, so the
+    thread limit does not change their result either."""
+    from threadpoolctl import threadpool_limits
+
+    p, params = _trainer_problem("log_loss", dtype, activation="relu", n=1500,
+                                 sizes=(300, 256, 3), seed=23)
+    assert _kernels.split_rows(32) == 0
+    out = {}
+    for nt in (1, 2):
+        with threadpool_limits(limits=nt):
+            trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(), "adam")
+            acc = trainer.run_epoch(p.X, p.Y, batch_size=32, alpha=1e-3)
+        out[nt] = (acc, trainer.params)
+    assert out[1][0] == out[2][0]
+    assert_array_equal(out[1][1], out[2][1])
 
 
 def test_split_pass_on_any_thread_holds_blas():

@@ -774,6 +774,23 @@ cdef double _sample_weight_sum(const floating[::1] sample_weight, Py_ssize_t n) 
 # Full-data loss and gradient (L-BFGS, loss_and_gradients)
 # ---------------------------------------------------------------------------------------
 
+cdef inline double _block_gradient(
+    Net* net, const floating* params, const floating* Xb, const CSR* csr,
+    Py_ssize_t rows, const floating* Yb, const floating* swb,
+    floating* acts, floating* deltas, floating* grads, floating beta,
+) noexcept nogil:
+    """Forward, loss + delta, backward over one block of rows: raw gradient sums into
+    ``grads`` (weights overwritten when beta = 0, accumulated when 1; intercepts always
+    accumulated); returns the block's summed loss."""
+    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
+    cdef double data
+    _forward(net, params, Xb, csr, rows, acts)
+    data = _loss_delta(net, acts + last, Yb, swb, rows, deltas + last,
+                       grads + net.b_off[net.n_layers - 1])
+    _backward(net, params, Xb, csr, rows, acts, deltas, grads, beta)
+    return data
+
+
 cdef double _loss_grad_blocks(
     Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
     const floating* Y, const floating* sw, floating* grads, floating* acts,
@@ -786,7 +803,6 @@ cdef double _loss_grad_blocks(
     thread that may takes the GIL to check for signals, and every thread stops once
     ``stop`` is set."""
     cdef Py_ssize_t start = 0, nb, r0, cnt, c = net.sizes[net.n_layers]
-    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
     cdef const floating* Xb
     cdef double data = 0.0
     cdef floating beta = 0
@@ -801,11 +817,9 @@ cdef double _loss_grad_blocks(
                 csr.rows = NULL
                 csr.row0 = start + r0
             Xb = X + (start + r0) * net.sizes[0] if X != NULL else NULL
-            _forward(net, params, Xb, csr, cnt, acts)
-            data += _loss_delta(net, acts + last, Y + (start + r0) * c,
-                                sw + start + r0 if sw != NULL else NULL, cnt,
-                                deltas + last, grads + net.b_off[net.n_layers - 1])
-            _backward(net, params, Xb, csr, cnt, acts, deltas, grads, beta)
+            data += _block_gradient(net, params, Xb, csr, cnt, Y + (start + r0) * c,
+                                    sw + start + r0 if sw != NULL else NULL, acts, deltas,
+                                    grads, beta)
             beta = 1
         start += nb
         if check_signals and start < n:
@@ -1281,17 +1295,12 @@ cdef double _half_gradient(
     floating* acts, floating* deltas, floating* grads,
 ) noexcept nogil:
     """Raw gradient sums of one half-minibatch into ``grads``; returns its loss sum."""
-    cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
-    cdef double data
     if rows == 0:
         memset(grads, 0, net.n_params * sizeof(floating))
         return 0.0
     memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
-    _forward(net, params, Xb, csr, rows, acts)
-    data = _loss_delta(net, acts + last, Yb, swb, rows, deltas + last,
-                       grads + net.b_off[net.n_layers - 1])
-    _backward(net, params, Xb, csr, rows, acts, deltas, grads, <floating> 0.0)
-    return data
+    return _block_gradient(net, params, Xb, csr, rows, Yb, swb, acts, deltas, grads,
+                           <floating> 0.0)
 
 
 cdef void _split_worker(

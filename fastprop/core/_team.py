@@ -1,24 +1,24 @@
-"""Who may run a training pass now, on how many threads, and with BLAS on how many.
+"""BLAS on one thread while fastprop trains, and who gets the two-thread team.
 
-Training passes come in two kinds (``_kernels.split_rows`` decides, from the minibatch
-or block length alone):
+Every training pass (an epoch, or L-BFGS's pass over the data) runs its BLAS calls on one
+thread:
 
-- *split* passes cut every minibatch in two halves, run by an OpenMP team of up to two
-  threads, each calling BLAS. Their result does not depend on the team size only if
-  every BLAS call runs on one thread (OpenBLAS's multi-threaded products round
-  differently), so BLAS is held at one thread through threadpoolctl while they run,
-  the way scikit-learn's KMeans holds it around its own OpenMP loops; and two threads
-  calling a multi-threaded OpenBLAS at once would fight over its one pool of workers.
-- *whole* passes run on the calling thread with BLAS as the user configured it (its
-  threads, if any, serve the large products).
+- *split* passes (minibatches or blocks of ``_kernels.split_rows(rows) > 0`` rows) cut
+  every minibatch in two halves, run by an OpenMP team of up to two threads, each
+  calling BLAS. Two threads calling a multi-threaded OpenBLAS at once would fight over
+  its one pool of workers, and its multi-threaded products round differently, so the
+  result would depend on the thread count.
+- *whole* passes (smaller minibatches) run on the calling thread. At these sizes a
+  second BLAS thread costs more than it gains: OpenBLAS's worker spins between the
+  small products while the elementwise work waits (benchmarks/README.md); one thread
+  also makes their result independent of the thread count.
 
-A whole pass must not see BLAS's thread count change under it (its result would then
-differ from the same fit run alone), so the two kinds never run at the same time: passes
-of one kind share the process, the other kind waits for them to finish (fits in threads
-that mix kinds take turns, pass by pass). The first split pass in limits BLAS (from whichever
-thread it runs on), the last one out gives it back. The two-thread team goes to one split pass at a time; a second
-runs on its own thread meanwhile, so threads never oversubscribe the cores, and its
-result is the same either way.
+BLAS is held at one thread through threadpoolctl, as scikit-learn's KMeans holds it
+around its own OpenMP loops: the first pass in limits it (from whichever thread it runs
+on), the last one out gives it back, so fits in several threads never see it change
+under them. The team goes to a split pass that starts while no other pass runs; passes of
+fits running side by side each keep to their own thread (the same result), so threads
+do not oversubscribe the cores.
 """
 
 import threading
@@ -26,13 +26,9 @@ from contextlib import contextmanager
 
 from . import _kernels
 
-_cond = threading.Condition()
-_kind = None  # "split" or "whole" while passes of that kind run
-_running = 0  # how many passes run
-_waiting = {"split": 0, "whole": 0}
-_turn = None  # the kind an emptied room was handed to (its waiters go first)
-_team_taken = False
-_limiter = None  # threadpoolctl's limiter while split passes hold BLAS at one thread
+_lock = threading.Lock()
+_running = 0  # passes in progress
+_limiter = None  # threadpoolctl's limiter while passes hold BLAS at one thread
 _blas = None  # a ThreadpoolController over the BLAS libraries, or False if none is seen
 
 
@@ -81,53 +77,27 @@ def _release_blas(limiter):
     _clear_openblas_control()
 
 
-def _other(kind):
-    return "whole" if kind == "split" else "split"
-
-
-def _may_enter(kind):
-    other = _other(kind)
-    if _running == 0:
-        return _turn in (None, kind)
-    # join passes of the same kind, unless the other kind is waiting for its turn
-    return _kind == kind and _waiting[other] == 0
-
-
 @contextmanager
 def split_team(rows):
     """Enter a training pass over minibatches (or blocks) of ``rows`` rows; yield the
     team size to pass to the kernel (1 or 2; always 1 for a whole pass)."""
-    global _kind, _running, _team_taken, _limiter, _turn
-    kind = "split" if _kernels.split_rows(rows) else "whole"
-    with _cond:
-        _waiting[kind] += 1
-        try:
-            while not _may_enter(kind):
-                _cond.wait()
-        finally:
-            _waiting[kind] -= 1
-        if _running == 0 and kind == "split":
+    global _running, _limiter
+    with _lock:
+        if _running == 0:
             _limiter = _hold_blas()
-        _kind = kind
-        _turn = None
+        alone = _running == 0
         _running += 1
         n_threads = 1
-        if (kind == "split" and not _team_taken and _limiter is not None
+        # the team goes to a split pass that starts alone: fits running side by side
+        # each keep to their own thread rather than oversubscribe the cores
+        if (alone and _kernels.split_rows(rows) and _limiter is not None
                 and _kernels.openmp_max_threads() >= 2):
-            _team_taken = True
             n_threads = 2
     try:
         yield n_threads
     finally:
-        with _cond:
+        with _lock:
             _running -= 1
-            if n_threads == 2:
-                _team_taken = False
-            if _running == 0:
-                if _limiter is not None:
-                    _release_blas(_limiter)
-                    _limiter = None
-                # hand the room to the other kind if it waits, so neither starves
-                _turn = _other(_kind) if _waiting[_other(_kind)] else None
-                _kind = None
-            _cond.notify_all()
+            if _running == 0 and _limiter is not None:
+                _release_blas(_limiter)
+                _limiter = None
