@@ -2105,30 +2105,36 @@ def test_epoch_is_interruptible(batch_size):
     """Ctrl-C during a long compiled epoch raises KeyboardInterrupt promptly (the driver
     checks for signals), and leaves the Trainer usable."""
     assert (_kernels.split_rows(batch_size) > 0) == (batch_size > 1)
+    lines, report = _interrupt_child(INTERRUPT_SCRIPT, str(batch_size), delay=lambda ready: 0.3)
+    assert lines[0].startswith("INTERRUPTED"), report
+    assert float(lines[0].split()[1]) < 2.0, report  # well before the epoch's end (~6 s)
+    assert lines[1] == "USABLE True", report
+
+
+def _interrupt_child(script, *args, delay):
+    """Run ``script`` in a child Python, wait for its "READY ..." line, sleep
+    ``delay(that line)`` seconds, send SIGINT; return the lines it printed after READY
+    and a report for assertion messages (a child that fails is an assertion error)."""
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-c", INTERRUPT_SCRIPT, str(batch_size)],
-                            stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     head = []
     try:
         while not (head and head[-1].startswith("READY")):
             head.append(proc.stdout.readline())
             assert head[-1], "".join(head)  # EOF before READY
-        time.sleep(0.3)
+        time.sleep(delay(head[-1]))
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     report = f"returncode {proc.returncode}\noutput:\n{''.join(head)}{out}"
     assert proc.returncode == 0, report
-    lines = out.split("\n")
-    assert lines[0].startswith("INTERRUPTED"), report
-    assert float(lines[0].split()[1]) < 2.0, report  # well before the epoch's end (~6 s)
-    assert lines[1] == "USABLE True", report
+    return out.split("\n"), report
 
 
 LOSSGRAD_INTERRUPT_SCRIPT = r"""
@@ -2164,25 +2170,8 @@ def test_split_loss_grad_is_interruptible():
     """Ctrl-C inside a full-data pass whose blocks run on a team of two threads: the
     caller's thread sees the signal between its blocks, the other thread stops at the
     flag, and KeyboardInterrupt arrives without waiting for the pass to end."""
-    import signal
-    import time
-
-    proc = subprocess.Popen([sys.executable, "-c", LOSSGRAD_INTERRUPT_SCRIPT],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        first = proc.stdout.readline()
-        assert first.startswith("READY"), first + proc.stdout.read()
-        per_pass = float(first.split()[1])
-        time.sleep(max(0.3, 1.5 * per_pass))
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    report = f"returncode {proc.returncode}\n{first}{out}"
-    assert proc.returncode == 0, report
-    lines = out.split("\n")
+    lines, report = _interrupt_child(
+        LOSSGRAD_INTERRUPT_SCRIPT, delay=lambda ready: max(0.3, 1.5 * float(ready.split()[1])))
     assert lines[0].startswith("INTERRUPTED"), report
     assert lines[1] == "USABLE True", report
 
