@@ -2017,13 +2017,6 @@ def test_partial_fit_label_fast_path_equals_label_binarizer(labels):
 
 # -- partial_fit's per-call validation: a fast path for plain float arrays --------------
 
-def _pf_pair(est_cls, X, y, **kw):
-    """The same estimator twice, fitted once; the second never takes the fast path."""
-    a = est_cls(hidden_layer_sizes=(7,), batch_size=16, random_state=0, **kw)
-    b = clone(a)
-    return a, b
-
-
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_partial_fit_fast_validation_gives_the_scikit_learn_path_result(kind, dtype,
