@@ -179,6 +179,19 @@ def run_fits(n, X, y, epochs, limited):
     return wall, stats
 
 
+def _measure_repeats(measure, keys, repeats, args):
+    """``repeats`` rounds of ``_measure_pair``, the order of the two keys alternating from
+    round to round; returns (kept rows, discarded rows), each tagged with its round."""
+    rows, discarded = [], []
+    for r in range(repeats):
+        kept, dropped = _measure_pair(measure, keys if r % 2 == 0 else keys[::-1], args)
+        for row in kept + dropped:
+            row["repeat"] = r
+        rows += kept
+        discarded += dropped
+    return rows, discarded
+
+
 def _measure_pair(measure, keys, args):
     """Measure ``measure(key)`` for each key in ``keys`` (one repeat); if other processes
     took more than ``--max-other`` % of the machine during any of them, measure the pair
@@ -215,16 +228,9 @@ def bench_concurrent(X, y, epochs, repeats, limited, args):
         return {"fits": n, "wall": wall, "per_fit": stats}
 
     ctx = threadpool_limits(1) if limited else threadpool_limits(None)
-    rows, discarded = [], []
     with ctx:
         run_fits(1, X, y, 1, limited)  # warm-up: buffers, BLAS threads, page faults
-        for r in range(repeats):
-            kept, dropped = _measure_pair(measure, (1, 2) if r % 2 == 0 else (2, 1), args)
-            for row in kept + dropped:
-                row["repeat"] = r
-            rows += kept
-            discarded += dropped
-    return rows, discarded
+        return _measure_repeats(measure, (1, 2), repeats, args)
 
 
 def summarize_concurrent(rows, max_other):
@@ -290,14 +296,8 @@ def bench_gridsearch(X, y, epochs, repeats, limited, args):
         scores.setdefault(n_jobs, search.cv_results_["mean_test_score"].tolist())
         return {"n_jobs": n_jobs, "wall": wall}
 
-    rows, discarded = [], []
     with threadpool_limits(1) if limited else threadpool_limits(None):
-        for r in range(repeats):
-            kept, dropped = _measure_pair(measure, (1, 2) if r % 2 == 0 else (2, 1), args)
-            for row in kept + dropped:
-                row["repeat"] = r
-            rows += kept
-            discarded += dropped
+        rows, discarded = _measure_repeats(measure, (1, 2), repeats, args)
     t1 = statistics.median(r["wall"] for r in rows if r["n_jobs"] == 1)
     t2 = statistics.median(r["wall"] for r in rows if r["n_jobs"] == 2)
     return rows, discarded, {

@@ -316,22 +316,16 @@ def worker(args, nt):
     import fastprop  # noqa: F401
     import fastprop.core  # noqa: F401
     # then JAX: its pool size is fixed when its backend starts (see _start_jax)
-    if "jax" in names:
-        if _available("jax"):
-            try:
-                info["jax"] = _start_jax(nt)
-            except Exception as e:
-                info["unavailable"]["jax"] = f"{type(e).__name__}: {e}"
-        else:
-            info["unavailable"]["jax"] = "not importable"
-    if "torch" in names:
-        if _available("torch"):
-            try:
-                info["torch"] = _start_torch(nt)
-            except Exception as e:
-                info["unavailable"]["torch"] = f"{type(e).__name__}: {e}"
-        else:
-            info["unavailable"]["torch"] = "not importable"
+    for name, start in (("jax", _start_jax), ("torch", _start_torch)):
+        if name not in names:
+            continue
+        if not _available(name):
+            info["unavailable"][name] = "not importable"
+            continue
+        try:
+            info[name] = start(nt)
+        except Exception as e:
+            info["unavailable"][name] = f"{type(e).__name__}: {e}"
     names = [n for n in names if n not in info["unavailable"]]
 
     from threadpoolctl import threadpool_info, threadpool_limits
