@@ -21,6 +21,8 @@ fits running side by side each keep to their own thread (the same result), so th
 do not oversubscribe the cores.
 """
 
+import ctypes
+import itertools
 import threading
 from contextlib import contextmanager
 
@@ -32,7 +34,31 @@ _limiter = None  # threadpoolctl's limiter while passes hold BLAS at one thread
 _blas = None  # a ThreadpoolController over the BLAS libraries, or False if none is seen
 
 
+class _OpenBLASDirect:
+    """A pthreads OpenBLAS's thread count, read and set through ``ctypes.PyDLL``, whose
+    calls keep the GIL: threadpoolctl's calls release it, and a pass started on a worker
+    thread while the main thread runs Python then waits up to a switch interval for it
+    after each one (tests/test_scaleout.py measures that wait)."""
+
+    def __init__(self, path):
+        dll = ctypes.PyDLL(path)
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            if hasattr(dll, f"{prefix}openblas_get_num_threads{suffix}"):
+                self.get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}")
+                self.set = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}")
+                break
+        else:
+            raise OSError(f"no openblas_get_num_threads in {path}")
+        self.get.restype = ctypes.c_int
+        self.get.argtypes = []
+        self.set.restype = None
+        self.set.argtypes = [ctypes.c_int]
+
+
 def _blas_controller():
+    """The BLAS libraries to hold: a list of ``_OpenBLASDirect`` when every one is a
+    pthreads OpenBLAS (the wheels' case), else a threadpoolctl controller over them; False
+    if threadpoolctl sees none."""
     global _blas
     if _blas is None:
         try:
@@ -40,6 +66,15 @@ def _blas_controller():
 
             ctl = ThreadpoolController().select(user_api="blas")
             _blas = ctl if ctl.lib_controllers else False
+            if _blas is not False and all(
+                lc.internal_api == "openblas"
+                and getattr(lc, "threading_layer", None) == "pthreads"
+                for lc in ctl.lib_controllers
+            ):
+                try:
+                    _blas = [_OpenBLASDirect(lc.filepath) for lc in ctl.lib_controllers]
+                except OSError:
+                    pass  # threadpoolctl's calls, then
         except Exception:  # threadpoolctl missing, or unable to inspect this process
             _blas = False
     return _blas
@@ -59,11 +94,16 @@ def _clear_openblas_control():
 
 
 def _hold_blas():
-    """Limit BLAS to one thread; return the limiter, or None if that cannot be done
-    (no BLAS that threadpoolctl can see, or the limit did not take)."""
+    """Limit BLAS to one thread; return what gives it back (a truthy token), or None if
+    that cannot be done (no BLAS that threadpoolctl can see, or the limit did not take)."""
     blas = _blas_controller()
     if blas is False:
         return None
+    if isinstance(blas, list):
+        previous = [lib.get() for lib in blas]
+        for lib in blas:
+            lib.set(1)
+        return ("direct", previous)
     _clear_openblas_control()
     limiter = blas.limit(limits=1)
     if any(lc.num_threads != 1 for lc in blas.lib_controllers):
@@ -72,8 +112,12 @@ def _hold_blas():
     return limiter
 
 
-def _release_blas(limiter):
-    limiter.restore_original_limits()
+def _release_blas(held):
+    if isinstance(held, tuple):
+        for lib, n in zip(_blas, held[1]):
+            lib.set(n)
+        return
+    held.restore_original_limits()
     _clear_openblas_control()
 
 
