@@ -1105,13 +1105,14 @@ def test_passes_in_threads_share_the_blas_hold():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_whole_minibatch_epoch_is_bitwise_the_same_for_any_thread_count(dtype):
-    """Minibatches too short to split run on one thread with BLAS on one thread, so the
-    thread limit does not change their result either."""
+    """Minibatches too short to split run on one thread with BLAS on one thread (or cut
+    by units, next section), so the thread limit does not change their result either."""
     from threadpoolctl import threadpool_limits
 
     p, params = _trainer_problem("log_loss", dtype, activation="relu", n=1500,
-                                 sizes=(300, 256, 3), seed=23)
+                                 sizes=(30, 40, 3), seed=23)
     assert _kernels.split_rows(32) == 0
+    assert not _kernels.unit_split(np.array(p.sizes, dtype=np.intp), 32)
     out = {}
     for nt in (1, 2):
         with threadpool_limits(limits=nt):
@@ -1120,6 +1121,147 @@ def test_whole_minibatch_epoch_is_bitwise_the_same_for_any_thread_count(dtype):
         out[nt] = (acc, trainer.params)
     assert out[1][0] == out[2][0]
     assert_array_equal(out[1][1], out[2][1])
+
+
+# -- whole minibatches cut by units: each layer's units in two parts, one per thread --
+
+class units_from:
+    """Cut whole minibatches by units from ``work`` = rows x n_params up (the production
+    threshold keeps small test problems on one thread)."""
+
+    def __init__(self, work):
+        self.work = work
+
+    def __enter__(self):
+        self.old = _kernels._set_units_min_work(self.work)
+
+    def __exit__(self, *exc):
+        _kernels._set_units_min_work(self.old)
+
+
+def test_unit_split_threshold():
+    w2 = np.array([784, 256, 128, 10], dtype=np.intp)  # the benchmarks' W2 network
+    assert _kernels.unit_split(w2, 32)
+    assert _kernels.unit_split(w2, 5)  # 5 x 235k parameters: over a million
+    assert not _kernels.unit_split(w2, 4)
+    assert not _kernels.unit_split(w2, 128)  # split by rows instead
+    assert not _kernels.unit_split(np.array([64, 64, 10], dtype=np.intp), 32)  # too small
+    with units_from(1):
+        assert _kernels.unit_split(np.array([1, 1], dtype=np.intp), 1)
+    with pytest.raises(ValueError):
+        _kernels.unit_split(w2, 0)
+    with pytest.raises(ValueError):
+        _kernels.unit_split(np.array([3], dtype=np.intp), 8)
+
+
+# widths chosen to cut: 17, 20 and 40 -> 16 + 1, 16 + 4 and 32 + 8, 33 -> 32 + 1; 18 outputs -> 16 +
+# 2 (the output layer cut too); a width of 16 or fewer is not cut (the second part empty)
+UNIT_SIZES = {"squared_error": (20, 40, 33, 18), "poisson": (17, 20, 2),
+              "log_loss": (20, 40, 33, 3), "binary_log_loss": (1, 40, 16, 2)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "order"])
+@pytest.mark.parametrize("solver", ["adam", "sgd", "sgd-nesterov"])
+@pytest.mark.parametrize("loss", LOSSES)
+def test_unit_split_epoch_matches_numpy_loop(loss, solver, shuffled, weighted, dtype):
+    """Whole minibatches cut by units (batches of 20 and 9 over 61 rows: a last batch of
+    one row) against the NumPy loop."""
+    # (poisson's exp output overflows the NumPy loop's SGD from relu's unbounded units)
+    p, params = _trainer_problem(loss, dtype, activation="tanh" if loss == "poisson" else "relu",
+                                 weighted=weighted, n=61, sizes=UNIT_SIZES[loss],
+                                 seed=seed_of("units", loss, solver, shuffled, weighted))
+    rng = np.random.default_rng(seed_of("units-order", loss, solver))
+    hyper = SOLVERS[solver]
+    trainer = core.Trainer(p.sizes, p.activation, loss, params.copy(), **hyper)
+    expect = NumpyTrainer(p.sizes, p.activation, loss, params.copy(), **hyper)
+    with units_from(1):
+        for epoch, batch_size in enumerate((20, 9)):
+            order = rng.permutation(61).astype(np.intp) if shuffled else None
+            assert _kernels.unit_split(np.array(p.sizes, dtype=np.intp), batch_size)
+            acc = trainer.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                    sample_weight=p.sample_weight, order=order)
+            acc_e = expect.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                     sample_weight=p.sample_weight, order=order)
+            _assert_epoch_close(trainer.params, expect.params, dtype, f"params, epoch {epoch}")
+            _assert_epoch_close(trainer.state_1, expect.state_1, dtype, f"state_1, {epoch}")
+            if hyper["solver"] == "adam":
+                _assert_epoch_close(trainer.state_2, expect.state_2, dtype, f"state_2, {epoch}")
+                assert int(trainer.counter[0]) == expect.t
+            assert_allclose(acc, acc_e, rtol=EPOCH_TOL[dtype]["rtol"])
+    assert expect.t == (4 + 7 if hyper["solver"] == "adam" else 0)
+    assert not np.allclose(trainer.params, params)
+
+
+def test_unit_split_epoch_skips_zero_weight_batches():
+    p, params = _trainer_problem("log_loss", np.float64, n=40, sizes=(20, 40, 3),
+                                 weighted=True, seed=15)
+    w = p.sample_weight.copy()
+    w[10:20] = 0.0  # the second batch of 10 carries no weight: no step, no t
+    trainer = core.Trainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
+    expect = NumpyTrainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
+    with units_from(1):
+        acc = trainer.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
+    acc_e = expect.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
+    assert expect.t == 3 and int(trainer.counter[0]) == 3
+    _assert_epoch_close(trainer.params, expect.params, np.float64)
+    assert_allclose(acc, acc_e, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("solver", ["adam", "sgd-nesterov"])
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "order"])
+def test_unit_split_epoch_is_bitwise_the_same_for_any_thread_count(dtype, solver, shuffled):
+    """At the production threshold (batch 32 on a network of 78k parameters), one thread
+    and two produce the same bits, and the epoch really ran cut by units."""
+    from threadpoolctl import threadpool_limits
+
+    p, params = _trainer_problem("log_loss", dtype, activation="relu", n=1500,
+                                 sizes=(300, 256, 3), seed=24, weighted=True)
+    assert _kernels.unit_split(np.array(p.sizes, dtype=np.intp), 32)
+    orders = [np.random.default_rng(e).permutation(1500)[:1400].astype(np.intp)
+              if shuffled else None for e in range(2)]
+    out = {}
+    for nt in (1, 2):
+        with threadpool_limits(limits=nt):
+            trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(),
+                                   **SOLVERS[solver])
+            accs = [trainer.run_epoch(p.X, p.Y, batch_size=32, alpha=1e-3,
+                                      sample_weight=p.sample_weight, order=o)
+                    for o in orders]
+        out[nt] = (accs, trainer.params, trainer.state_1, trainer.state_2, trainer.counter)
+    for a, b in zip(out[1], out[2]):
+        assert_array_equal(np.asarray(a), np.asarray(b))
+    if dtype == np.float32:
+        return  # float32 relu trajectories drift apart over 88 steps from rounding alone
+    # ... and they match the plain whole-minibatch driver's (which does not cut products)
+    with units_from(1 << 62):
+        trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(), **SOLVERS[solver])
+        accs = [trainer.run_epoch(p.X, p.Y, batch_size=32, alpha=1e-3,
+                                  sample_weight=p.sample_weight, order=o) for o in orders]
+    _assert_epoch_close(out[1][1], trainer.params, dtype)
+    assert_allclose(out[1][0], accs, rtol=EPOCH_TOL[dtype]["rtol"])
+
+
+def test_unit_split_team_goes_to_dense_epochs():
+    from threadpoolctl import threadpool_limits
+
+    from fastprop.core._team import split_team
+
+    if not _kernels.HAS_OPENMP:
+        pytest.skip("built without OpenMP: epochs run on one thread")
+    w2 = [784, 256, 128, 10]
+    with threadpool_limits(limits=2):
+        before = _blas_threads()
+        with split_team(32, w2) as nt:
+            assert nt == 2  # a dense epoch cut by units
+            assert all(n == 1 for _, n in _blas_threads())
+        with split_team(32) as nt:
+            assert nt == 1  # a CSR epoch (no sizes) runs whole
+        with split_team(32, [64, 64, 10]) as nt:
+            assert nt == 1  # too small to cut
+        assert _blas_threads() == before
 
 
 def test_split_pass_on_any_thread_holds_blas():
@@ -1732,6 +1874,23 @@ valid("train_epoch split, no order, no weights", split(lambda: te(
 valid("train_epoch order with repeats",
       lambda: te(order=np.array([1, 1, 4, 0, 0, 3, 2], dtype=np.intp)))
 
+def units(fn):
+    """Call fn with every whole minibatch cut by units (same buffers as a whole one)."""
+    def call():
+        old = K._set_units_min_work(1)
+        try:
+            return fn()
+        finally:
+            K._set_units_min_work(old)
+    return call
+
+for nt in (1, 2, 0, 99):
+    valid(f"train_epoch units, {nt} threads", units(lambda nt=nt: te(n_threads=nt)))
+valid("train_epoch units, no order, no weights, tiny bufs", units(lambda: te(
+    n_threads=2, order=EMPTY_I, sample_weight=EMPTY, x_buf=np.empty((0, 3)),
+    y_buf=np.empty((0, 2)), sw_buf=EMPTY)))
+valid("train_epoch units, sgd", units(lambda: te(solver=0, state_2=EMPTY, n_threads=2)))
+
 # -- loss_grad ---------------------------------------------------------------------------
 case("lg params short", lambda: lg(params=PARAMS[:-1].copy()))
 case("lg params empty", lambda: lg(params=EMPTY))
@@ -1845,6 +2004,11 @@ case("te split grads2 empty", split(lambda: te(acts=np.empty(SWORK), deltas=np.e
                                                n_threads=2)))
 case("te split x_buf rows", split(lambda: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
                                              grads2=np.empty(NP), x_buf=np.empty((B - 1, 3)))))
+case("te units acts short", units(lambda: te(acts=np.empty(BWORK - 1), n_threads=2)))
+case("te units deltas short", units(lambda: te(deltas=np.empty(BWORK - 1), n_threads=2)))
+case("te units x_buf rows", units(lambda: te(x_buf=np.empty((B - 1, 3)), n_threads=2)))
+case("te units y_buf rows", units(lambda: te(y_buf=np.empty((B - 1, 2)), n_threads=2)))
+case("te units sw_buf short", units(lambda: te(sw_buf=np.empty(B - 1), n_threads=2)))
 
 # -- updates -----------------------------------------------------------------------------
 case("sgd grads short", lambda: K.sgd_update(np.zeros(4), np.zeros(3), np.zeros(4),
@@ -2081,6 +2245,8 @@ def visits(n):  # an epoch visiting rows (with repeats) n times, one row per bat
 # calibrate: one epoch long enough that finishing it would take >= 6 s
 t = time.perf_counter()
 BATCH = int(sys.argv[1])  # 1: whole minibatches; 256: split ones, on a team of threads
+if sys.argv[2:] == ["units"]:  # whole minibatches cut by units, on a team of threads
+    core._kernels._set_units_min_work(1)
 core.Trainer(sizes, "tanh", "binary_log_loss", params.copy(), "sgd").run_epoch(
     X, Y, batch_size=BATCH, order=visits(20000))
 per_row = (time.perf_counter() - t) / 20000
@@ -2100,12 +2266,14 @@ else:
 """
 
 
-@pytest.mark.parametrize("batch_size", [1, 256], ids=["whole", "split"])
-def test_epoch_is_interruptible(batch_size):
+@pytest.mark.parametrize("batch_size, path", [(1, "whole"), (256, "split"), (8, "units")],
+                         ids=["whole", "split", "units"])
+def test_epoch_is_interruptible(batch_size, path):
     """Ctrl-C during a long compiled epoch raises KeyboardInterrupt promptly (the driver
     checks for signals), and leaves the Trainer usable."""
-    assert (_kernels.split_rows(batch_size) > 0) == (batch_size > 1)
-    lines, report = _interrupt_child(INTERRUPT_SCRIPT, str(batch_size), delay=lambda ready: 0.3)
+    assert (_kernels.split_rows(batch_size) > 0) == (path == "split")
+    lines, report = _interrupt_child(INTERRUPT_SCRIPT, str(batch_size), path,
+                                     delay=lambda ready: 0.3)
     assert lines[0].startswith("INTERRUPTED"), report
     assert float(lines[0].split()[1]) < 2.0, report  # well before the epoch's end (~6 s)
     assert lines[1] == "USABLE True", report
@@ -2196,7 +2364,7 @@ def check(big, name):
 
 rng = np.random.default_rng(0)
 for dtype in (np.float64, np.float32):
-    for sizes in ([3, 4, 2], [2, 1, 5, 3], [1, 1]):
+    for sizes in ([3, 4, 2], [2, 1, 5, 3], [1, 1], [20, 33, 18]):
         for loss in range(4):
             n_out = sizes[-1]
             if loss == 2 and n_out < 2:
@@ -2228,10 +2396,14 @@ for dtype in (np.float64, np.float32):
                 K.forward(S, 1, loss, params, X, out, acts, rows)
                 check(bo, "forward out")
                 check(ba, "forward acts")
-            for bs, split_min in ((1, 10**9), (4, 10**9), (n, 10**9), (1, 1), (4, 1),
-                                  (9, 1), (n, 1)):
-                # split_min 1: every minibatch is split in halves (two threads)
+            for bs, split_min, units_min in (
+                    (1, 10**9, 1 << 62), (4, 10**9, 1 << 62), (n, 10**9, 1 << 62),
+                    (1, 10**9, 1), (4, 10**9, 1), (n, 10**9, 1),
+                    (1, 1, 1 << 62), (4, 1, 1 << 62), (9, 1, 1 << 62), (n, 1, 1 << 62)):
+                # split_min 1: every minibatch is split in halves (two threads); else
+                # units_min 1: every (whole) minibatch is cut by units (two threads)
                 K._set_split_min_batch(split_min)
+                K._set_units_min_work(units_min)
                 half = K.split_rows(bs)
                 work = (2 * half if half else bs) * sum(sizes[1:])
                 bufs = {}
@@ -2247,7 +2419,8 @@ for dtype in (np.float64, np.float32):
                               np.array([0.01, 0.9, 1, 0.9, 0.999, 1e-8]),
                               np.zeros(1, np.intp), c("grads2", NP if half else 0), 2)
                 for nm, (b, _) in bufs.items():
-                    check(b, f"train_epoch {nm} {sizes} bs={bs} split={half}")
+                    check(b, f"train_epoch {nm} {sizes} bs={bs} split={half} "
+                             f"units={K.unit_split(S, bs)}")
                 assert np.isfinite(p).all()
                 # the CSR twin, same exact-size buffers
                 Xs = X * (rng.uniform(size=X.shape) < 0.5)

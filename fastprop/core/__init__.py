@@ -375,7 +375,8 @@ class Trainer:
         tail = (SOLVER_CODES[self.solver], self.state_1,
                 self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
                 self.counter, self._grads2)
-        with split_team(batch_size) as n_threads:
+        dense = None if isinstance(X, tuple) else self.sizes
+        with split_team(batch_size, dense) as n_threads:
             if isinstance(X, tuple):
                 return _kernels.train_epoch_csr(
                     *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,

@@ -318,6 +318,16 @@ cdef void _bias_activation(
             _bias_activation_row(Z + i * c, b, c, activation)
 
 
+cdef void _bias_activation_cols(
+    floating* Z,              # INOUT (n, c), rows ld apart
+    Py_ssize_t ld, const floating* b, Py_ssize_t n, Py_ssize_t c, int activation,
+) noexcept nogil:
+    """``_bias_activation`` on a block of columns of a wider output."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        _bias_activation_row(Z + i * ld, b, c, activation)
+
+
 cdef inline void _bias_activation_row(
     floating* row, const floating* b, Py_ssize_t c, int activation
 ) noexcept nogil:
@@ -539,17 +549,18 @@ cdef extern from "<math.h>" nogil:
 # ---------------------------------------------------------------------------------------
 
 cdef void _derivative_colsum(
-    floating* D,              # INOUT (n, c): D * f'(Z), with f' written through A = f(Z)
-    const floating* A,        # IN    (n, c) the layer's activations
-    Py_ssize_t n, Py_ssize_t c, int activation,
+    floating* D,              # INOUT (n, c), rows ld apart: D * f'(Z), with f' written
+                              #       through A = f(Z)
+    const floating* A,        # IN    (n, c), rows ld apart: the layer's activations
+    Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld, int activation,
     floating* gb,             # INOUT (c,): += column sums of the new D
 ) noexcept nogil:
     cdef Py_ssize_t i, j
     cdef floating* d
     cdef const floating* a
     for i in range(n):
-        d = D + i * c
-        a = A + i * c
+        d = D + i * ld
+        a = A + i * ld
         if activation == ACT_RELU:
             for j in range(c):
                 d[j] = d[j] if a[j] > 0 else 0
@@ -593,7 +604,7 @@ cdef inline void _backward_layer(
         _gemm(False, True, <int> n, <int> n_in, <int> n_out,
               <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
               <floating> 0.0, D_prev, <int> n_in)
-        _derivative_colsum(D_prev, A_prev, n, n_in, net.activation,
+        _derivative_colsum(D_prev, A_prev, n, n_in, n_in, net.activation,
                            grads + net.b_off[l - 1])
 
 
@@ -1401,6 +1412,231 @@ cdef int _train_epoch_split(
     return -1 if sh.stop else 0
 
 
+# ---------------------------------------------------------------------------------------
+# The unit-split epoch driver (whole minibatches of dense rows, on a big enough network)
+#
+# A minibatch too short to split by rows is cut by units instead: every layer's units
+# (the columns of its output, the rows of its weights) fall into two parts at a place
+# that depends only on the layer's width (``_unit_cut``). Part h of the forward product
+# is A_{l-1} W_l[:, part]; of the backward ones, dW_l[part, :] = A_{l-1}[:, part]^T
+# delta_l and delta_{l-1}[:, part] = delta_l W_l[part, :]^T. Rows part of W_l are read
+# by nothing else in the minibatch, so the optimizer steps them right there. Each of
+# the two threads does one part of every product (splitting the packing of the weights
+# too, which a row split repeats); with one thread, the same calls run one after the
+# other, so the model is bitwise the same for every thread count. A barrier after each
+# layer, one around the loss and one per minibatch keep the phases apart.
+# ---------------------------------------------------------------------------------------
+
+# Whole minibatches are cut by units when rows x n_params reaches this (about a
+# millisecond of products): below it the barriers cost more than the second core gains.
+cdef Py_ssize_t UNITS_MIN_WORK = 1 << 20
+
+
+cdef inline Py_ssize_t _unit_cut(Py_ssize_t c) noexcept nogil:
+    """Units in a layer's first part: about half, rounded up to a multiple of 16 (whole
+    SIMD vectors and BLAS panels); a layer of 16 units or fewer is not cut."""
+    cdef Py_ssize_t h = ((c + 1) // 2 + 15) // 16 * 16
+    return h if h < c else c
+
+
+cdef inline bint _units_split(Net* net, Py_ssize_t batch_size) noexcept nogil:
+    return (batch_size < SPLIT_MIN_BATCH
+            and batch_size >= (UNITS_MIN_WORK + net.n_params - 1) // net.n_params)
+
+
+def unit_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size):
+    """Whether dense minibatches of ``batch_size`` rows on a network of layer ``sizes``
+    are cut by units (on a team of up to two threads; the workspaces are the usual)."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    cdef Net net = _net_new(sizes, ACT_RELU, LOSS_SQUARED, batch_size)
+    try:
+        return bool(_units_split(&net, batch_size))
+    finally:
+        free(net.sizes)
+
+
+def _set_units_min_work(Py_ssize_t work):
+    """Set the smallest rows x n_params cut by units (for benchmarks and tests); returns
+    the old one."""
+    global UNITS_MIN_WORK
+    old = UNITS_MIN_WORK
+    UNITS_MIN_WORK = max(work, 1)
+    return old
+
+
+cdef inline void _unit_part(Py_ssize_t c, int h, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """Part h (0 or 1) of a layer of c units: [lo, hi)."""
+    lo[0] = 0 if h == 0 else _unit_cut(c)
+    hi[0] = _unit_cut(c) if h == 0 else c
+
+
+cdef void _units_worker(
+    Net* net, floating* params, floating* grads,
+    const floating* X, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
+) noexcept nogil:
+    """One team member's parts of the epoch. Every member runs the same loop over the
+    minibatches (same lengths, same skip decisions), so they meet at every barrier."""
+    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, l, L = net.n_layers, rc
+    cdef unsigned long long fpu = fp_denormals_flush()
+    cdef Step st
+    _step_init(&st, solver, alpha, hyper)
+    cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[L]
+    cdef Py_ssize_t last = net.a_off[L - 1], n_in, n_o, lo, hi, r0, rows
+    cdef Py_ssize_t start = 0, nb, b = 0, t = counter[0]
+    cdef const floating* Xb
+    cdef const floating* Yb
+    cdef const floating* swb
+    cdef const floating* A_prev
+    cdef const floating* ignored
+    cdef floating* Z
+    cdef floating* D
+    cdef floating* D_prev
+    cdef double s, data, acc = 0.0, sq = _sum_squares(params, net.n_coef)
+    cdef double sq_part[2]
+    # the output layer's units are not cut when it is narrow: its forward product and
+    # the loss then run on thread 0 with no barrier between them
+    cdef bint out_cut = _unit_cut(n_out) < n_out
+    while start < n:
+        nb = batch_size if n - start > batch_size else n - start
+        s = _weight_sum(sample_weight, order, start, nb)
+        if s > 0:
+            # -- gather: each thread one half of the rows --------------------------------
+            if order != NULL:
+                h = tid
+                while h < 2:
+                    r0 = 0 if h == 0 else nb // 2
+                    rows = nb // 2 if h == 0 else nb - r0
+                    _take_rows(start + r0, rows, r0, X, NULL, Y, sample_weight, order,
+                               n_feat, n_out, x_buf, y_buf, sw_buf, &ignored, &ignored,
+                               &ignored)
+                    h += nt
+                Xb = x_buf
+                Yb = y_buf
+                swb = sw_buf if sample_weight != NULL else NULL
+                FP_BARRIER()
+            else:
+                Xb = X + start * n_feat
+                Yb = Y + start * n_out
+                swb = sample_weight + start if sample_weight != NULL else NULL
+            # -- forward: part h of each layer's units --------------------------------
+            A_prev = Xb
+            for l in range(L):
+                n_in = net.sizes[l]
+                n_o = net.sizes[l + 1]
+                Z = acts + net.a_off[l]
+                h = tid
+                while h < 2:
+                    _unit_part(n_o, h, &lo, &hi)
+                    if hi > lo:
+                        _gemm(False, False, <int> nb, <int> (hi - lo), <int> n_in,
+                              <floating> 1.0, A_prev, <int> n_in,
+                              params + net.w_off[l] + lo, <int> n_o,
+                              <floating> 0.0, Z + lo, <int> n_o)
+                        _bias_activation_cols(Z + lo, n_o, params + net.b_off[l] + lo,
+                                              nb, hi - lo,
+                                              net.activation if l < L - 1 else ACT_IDENTITY)
+                    h += nt
+                if l < L - 1 or out_cut:
+                    FP_BARRIER()
+                A_prev = Z
+            # -- loss + delta_L on thread 0, then the step of the output intercepts ---
+            st.scale = 1.0 / s
+            if solver == SOLVER_ADAM:
+                t += 1
+                _adam_lr(&st, hyper, t)
+            if tid == 0:
+                memset(grads + net.b_off[L - 1], 0, n_out * sizeof(floating))
+                data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
+                                   grads + net.b_off[L - 1])
+                acc += (data / s + 0.5 * alpha * sq / s) * nb
+                _update_segment(params, grads, NULL, state_1, state_2, net.b_off[L - 1],
+                                0, n_out, &st)
+            FP_BARRIER()
+            # -- backward: part h of each layer's inputs, stepped as soon as done -------
+            sq_part[0] = sq_part[1] = 0.0
+            for l in range(L - 1, -1, -1):
+                n_in = net.sizes[l]
+                n_o = net.sizes[l + 1]
+                A_prev = Xb if l == 0 else acts + net.a_off[l - 1]
+                D = deltas + net.a_off[l]
+                h = tid
+                while h < 2:
+                    _unit_part(n_in, h, &lo, &hi)
+                    if hi > lo:
+                        _gemm(True, False, <int> (hi - lo), <int> n_o, <int> nb,
+                              <floating> 1.0, A_prev + lo, <int> n_in, D, <int> n_o,
+                              <floating> 0.0, grads + net.w_off[l] + lo * n_o, <int> n_o)
+                        if l > 0:
+                            D_prev = deltas + net.a_off[l - 1]
+                            _gemm(False, True, <int> nb, <int> (hi - lo), <int> n_o,
+                                  <floating> 1.0, D, <int> n_o,
+                                  params + net.w_off[l] + lo * n_o, <int> n_o,
+                                  <floating> 0.0, D_prev + lo, <int> n_in)
+                            memset(grads + net.b_off[l - 1] + lo, 0,
+                                   (hi - lo) * sizeof(floating))
+                            _derivative_colsum(D_prev + lo, A_prev + lo, nb, hi - lo, n_in,
+                                               net.activation, grads + net.b_off[l - 1] + lo)
+                            # b_{l-1}[lo:hi] was last used in the forward pass
+                            _update_segment(params, grads, NULL, state_1, state_2,
+                                            net.b_off[l - 1] + lo, 0, hi - lo, &st)
+                        # W_l[lo:hi, :] was read only by this part's delta product
+                        sq_part[h] += _update_segment(
+                            params, grads, NULL, state_1, state_2,
+                            net.w_off[l] + lo * n_o, (hi - lo) * n_o, (hi - lo) * n_o, &st)
+                    h += nt
+                if l > 0:
+                    FP_BARRIER()
+            h = tid
+            while h < 2:
+                sh.sq[h] = sq_part[h]
+                h += nt
+            # every part stepped (the next forward reads all of them), both sums shared
+            FP_BARRIER()
+            sq = sh.sq[0] + sh.sq[1]
+        start += nb
+        b += 1
+        if signal_every > 0 and b % signal_every == 0:
+            if tid == 0:
+                with gil:
+                    rc = _check_signals()
+                sh.stop = rc != 0
+            FP_BARRIER()
+            if sh.stop:
+                # a signal handler raised (KeyboardInterrupt): stop between minibatches
+                break
+    if tid == 0:
+        acc_out[0] += acc
+        counter[0] = t
+    fp_denormals_restore(fpu)
+
+
+cdef int _train_epoch_units(
+    Net* net, floating* params, floating* grads,
+    const floating* X, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
+) except -1 nogil:
+    """The unit-split epoch on a team of ``n_threads`` (1 or 2) threads."""
+    cdef SplitShared sh
+    sh.data[0] = sh.data[1] = 0.0
+    sh.sq[0] = sh.sq[1] = 0.0
+    sh.stop = 0
+    with parallel(num_threads=n_threads):
+        _units_worker(net, params, grads, X, n, Y, sample_weight, order, batch_size,
+                      alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2,
+                      hyper, counter, acc_out, signal_every, &sh)
+    return -1 if sh.stop else 0
+
+
 cdef int _check_split(Net* net, Py_ssize_t half, Py_ssize_t n_acts, Py_ssize_t n_deltas,
                       Py_ssize_t n_grads2) except -1:
     """Split minibatches need two half-workspaces and the second gradient buffer."""
@@ -1420,12 +1656,18 @@ cdef inline int _train_epoch_any(
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
 ) except -1 nogil:
-    """The split driver when ``grads2`` is given, the whole-minibatch one otherwise."""
+    """The split driver when ``grads2`` is given, the unit-split one for dense whole
+    minibatches on a big enough network, the whole-minibatch one otherwise."""
     if grads2 != NULL:
         return _train_epoch_split(
             net, params, grads, grads2, X, csr, n, Y, sample_weight, order, batch_size,
             alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper,
             counter, acc_out, signal_every, 2 if n_threads >= 2 else 1)
+    if csr == NULL and _units_split(net, batch_size):
+        return _train_epoch_units(
+            net, params, grads, X, n, Y, sample_weight, order, batch_size, alpha, acts,
+            deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter,
+            acc_out, signal_every, 2 if n_threads >= 2 else 1)
     return _train_epoch_impl(
         net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
         deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,

@@ -26,6 +26,8 @@ import itertools
 import threading
 from contextlib import contextmanager
 
+import numpy as np
+
 from . import _kernels
 
 _lock = threading.Lock()
@@ -121,10 +123,19 @@ def _release_blas(held):
     _clear_openblas_control()
 
 
+def _team_pass(rows, sizes):
+    if _kernels.split_rows(rows):
+        return True
+    return sizes is not None and _kernels.unit_split(
+        np.asarray(sizes, dtype=np.intp), rows)
+
+
 @contextmanager
-def split_team(rows):
+def split_team(rows, sizes=None):
     """Enter a training pass over minibatches (or blocks) of ``rows`` rows; yield the
-    team size to pass to the kernel (1 or 2; always 1 for a whole pass)."""
+    team size to pass to the kernel (1 or 2; always 1 for a whole pass). ``sizes`` (the
+    network's layer sizes) marks an epoch over dense minibatches, whose whole minibatches
+    may be cut by units instead (``_kernels.unit_split``)."""
     global _running, _limiter
     with _lock:
         if _running == 0:
@@ -134,7 +145,7 @@ def split_team(rows):
         n_threads = 1
         # the team goes to a split pass that starts alone: fits running side by side
         # each keep to their own thread rather than oversubscribe the cores
-        if (alone and _kernels.split_rows(rows) and _limiter is not None
+        if (alone and _team_pass(rows, sizes) and _limiter is not None
                 and _kernels.openmp_max_threads() >= 2):
             n_threads = 2
     try:
