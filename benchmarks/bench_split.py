@@ -1,12 +1,19 @@
 """Split minibatches against whole ones, on the standard workloads.
 
-fastprop cuts minibatches of ``SPLIT_MIN_BATCH`` (128) rows or more in two halves run by
-a team of two threads (see README.md, "Threads"). This times one ``core.Trainer`` epoch
-(Adam, shuffled order, the suite's loss and data) both ways, interleaved in one process:
-``split`` with every minibatch split, ``whole`` with none (on the calling thread), at 1
-and 2 threads (threadpoolctl limits); BLAS runs on one thread in both, as fastprop runs
-every training pass. It is the measurement behind the threshold; run it again before
-moving it. Times only: the two ways differ in their rounding, not in what they compute.
+fastprop runs a minibatch one of three ways (see README.md, "Threads"):
+
+- ``rows``: cut in two halves of rows (minibatches of ``SPLIT_MIN_BATCH``, 128, rows or
+  more), each half's forward and backward on its own thread;
+- ``units``: every layer's units cut in two parts, each part of every product on its
+  own thread (shorter minibatches on a network where rows x n_params reaches
+  ``UNITS_MIN_WORK``);
+- ``whole``: on the calling thread.
+
+This times one ``core.Trainer`` epoch (Adam, shuffled order, the suite's loss and data)
+each way, interleaved in one process, at 1 and 2 threads (threadpoolctl limits); BLAS
+runs on one thread in all three, as fastprop runs every training pass. It is the
+measurement behind the thresholds; run it again before moving them. Times only: the
+ways differ in their rounding, not in what they compute.
 
     python benchmarks/bench_split.py [--workloads W1,W2,W3,W4,W6] [--repeats 7] [--quick]
 """
@@ -34,7 +41,8 @@ def epoch_seconds(key, data, mode, order, epochs):
     w = WORKLOADS[key]
     sizes = layer_sizes(key, data)
     coefs, intercepts = init_params(sizes, data.X.dtype)
-    old = _kernels._set_split_min_batch(1 if mode == "split" else 1 << 62)
+    old = _kernels._set_split_min_batch(1 if mode == "rows" else 1 << 62)
+    old_units = _kernels._set_units_min_work(1 if mode == "units" else 1 << 62)
     try:
         trainer = core.Trainer(sizes, "relu", LOSS[w["task"]], core.pack(coefs, intercepts),
                                "adam")
@@ -46,6 +54,7 @@ def epoch_seconds(key, data, mode, order, epochs):
         return (time.perf_counter() - t) / epochs
     finally:
         _kernels._set_split_min_batch(old)
+        _kernels._set_units_min_work(old_units)
 
 
 def main():
@@ -59,23 +68,30 @@ def main():
     print(f"# fastprop bench_split  {time.strftime('%Y-%m-%dT%H:%M:%S')}")
     print(f"# command: python {' '.join(sys.argv)}")
     threshold = next(b for b in range(1, 1 << 16) if _kernels.split_rows(b))
-    print(f"# in production, minibatches of {threshold}+ rows are split")
-    print("wl   thr   split s   whole s  split/whole  (medians; per-repeat ratios)")
+    units_min = _kernels._set_units_min_work(1)
+    _kernels._set_units_min_work(units_min)
+    print(f"# in production, minibatches of {threshold}+ rows are split by rows; shorter "
+          f"ones by units when rows x n_params >= {units_min} (else whole)")
+    modes = ("rows", "units", "whole")
+    print("wl   thr    rows s   units s   whole s  rows/whole units/whole  (medians; "
+          "per-repeat units/whole)")
     rng = np.random.default_rng(0)
     for key in args.workloads.split(","):
         data = make_data(key, quick=args.quick)
         n = data.X.shape[0]
         epochs = max(1, int(4e7 // (n * data.X.shape[1])))  # W1-W3: 1 epoch, W4: 40
         for nt in (1, 2):
-            times = {"split": [], "whole": []}
+            times = {m: [] for m in modes}
             with threadpool_limits(limits=nt):
                 for _ in range(args.repeats):
                     order = rng.permutation(n).astype(np.intp)
-                    for mode in ("split", "whole"):
+                    for mode in modes:
                         times[mode].append(epoch_seconds(key, data, mode, order, epochs))
-            s, w = statistics.median(times["split"]), statistics.median(times["whole"])
-            ratios = " ".join(f"{a / b:.2f}" for a, b in zip(times["split"], times["whole"]))
-            print(f"{key:4} {nt:3} {s:9.4f} {w:9.4f} {s / w:11.2f}   ({ratios})", flush=True)
+            med = {m: statistics.median(times[m]) for m in modes}
+            ratios = " ".join(f"{a / b:.2f}" for a, b in zip(times["units"], times["whole"]))
+            print(f"{key:4} {nt:3} {med['rows']:9.4f} {med['units']:9.4f} {med['whole']:9.4f}"
+                  f" {med['rows'] / med['whole']:10.2f} {med['units'] / med['whole']:11.2f}"
+                  f"   ({ratios})", flush=True)
 
 
 if __name__ == "__main__":
