@@ -1733,8 +1733,8 @@ def train_epoch(
     const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
     Py_ssize_t[::1] counter not None,             # (1,): adam's update count t, advanced in place
     floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(batch_size) > 0, else unused
-    int n_threads,                       # team size for split minibatches (1 or 2): BLAS must
-                                         #     run on one thread when it is 2
+    int n_threads,                       # team size for split or unit-split minibatches (1 or
+                                         #     2): BLAS must run on one thread when it is 2
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -1747,8 +1747,10 @@ def train_epoch(
     Minibatches of at least ``SPLIT_MIN_BATCH`` rows are split in two halves
     (``split_rows``): the workspaces then hold two halves of ``split_rows(batch_size)``
     rows, ``grads2`` holds the second half's gradient, and ``n_threads=2`` runs the
-    halves (and the optimizer's two segments) on two OpenMP threads. The result does not
-    depend on ``n_threads``.
+    halves (and the optimizer's two segments) on two OpenMP threads. Shorter minibatches
+    are cut by units when ``unit_split(sizes, batch_size)`` (same workspaces as whole
+    ones; ``n_threads=2`` runs the two parts of every layer on two threads). The result
+    does not depend on ``n_threads``.
 
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
@@ -1801,7 +1803,8 @@ def train_epoch_csr(
     floating[::1] grads2 not None, int n_threads,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
-    gathering, no densifying), the first layer's products are sparse x dense."""
+    gathering, no densifying), the first layer's products are sparse x dense. Minibatches
+    shorter than ``SPLIT_MIN_BATCH`` run whole (they are never cut by units)."""
     cdef Py_ssize_t n, sig
     cdef double acc = 0.0
     cdef CSR csr

@@ -8,17 +8,20 @@ thread:
   calling BLAS. Two threads calling a multi-threaded OpenBLAS at once would fight over
   its one pool of workers, and its multi-threaded products round differently, so the
   result would depend on the thread count.
-- *whole* passes (smaller minibatches) run on the calling thread. At these sizes a
-  second BLAS thread costs more than it gains: OpenBLAS's worker spins between the
-  small products while the elementwise work waits (benchmarks/README.md); one thread
-  also makes their result independent of the thread count.
+- *unit-split* passes (dense minibatches too short to split by rows, on a network where
+  rows x n_params reaches ``_kernels.unit_split``'s threshold) cut every layer's units
+  in two parts instead, one per thread of the same team.
+- *whole* passes (the rest) run on the calling thread. At these sizes a second BLAS
+  thread costs more than it gains: OpenBLAS's worker spins between the small products
+  while the elementwise work waits (benchmarks/README.md); one thread also makes their
+  result independent of the thread count.
 
 BLAS is held at one thread through threadpoolctl, as scikit-learn's KMeans holds it
 around its own OpenMP loops: the first pass in limits it (from whichever thread it runs
 on), the last one out gives it back, so fits in several threads never see it change
-under them. The team goes to a split pass that starts while no other pass runs; passes of
-fits running side by side each keep to their own thread (the same result), so threads
-do not oversubscribe the cores.
+under them. The team goes to a split or unit-split pass that starts while no other pass
+runs; passes of fits running side by side each keep to their own thread (the same
+result), so threads do not oversubscribe the cores.
 """
 
 import ctypes
