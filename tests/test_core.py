@@ -1464,6 +1464,35 @@ def test_loss_gradient_object_reuse_has_no_stale_state(monkeypatch):
     assert_allclose(g1, flat_grad(ref), rtol=1e-10, atol=1e-13)
 
 
+def test_loss_and_gradients_reuses_scratch_but_never_the_returned_gradient():
+    """Successive calls of one shape reuse the parameter vector and workspaces (the
+    same buffers, checked by identity) but hand back fresh gradient arrays: an earlier
+    call's results stay as they were; shapes that differ get buffers of their own."""
+    p = make_problem(n_samples=300, sizes=(7, 20, 3), activation="relu", loss="log_loss",
+                     seed=31)
+    q = make_problem(n_samples=300, sizes=(7, 20, 3), activation="relu", loss="log_loss",
+                     seed=32)
+    first = p.call(core)
+    kept = (first[0], [g.copy() for g in first[1]], [g.copy() for g in first[2]])
+    scratch = core._scratch.buffers
+    second = q.call(core)
+    assert core._scratch.buffers[0] is scratch[0]  # reused
+    assert all(a is b for a, b in zip(core._scratch.buffers, scratch))
+    assert first[0] == kept[0]
+    for a, b in zip(first[1] + first[2], kept[1] + kept[2]):
+        assert_array_equal(a, b)  # the first call's gradient was not overwritten
+    assert not np.shares_memory(first[1][0], second[1][0])
+    for res, prob in ((first, p), (second, q)):
+        ref = prob.call(reference)
+        assert_allclose(res[0], ref[0], rtol=1e-12)
+        assert_allclose(flat_grad(res), flat_grad(ref), rtol=1e-10, atol=1e-13)
+    # another shape: new buffers, and its results still right
+    r = make_problem(n_samples=40, sizes=(7, 9, 3), activation="tanh", loss="log_loss", seed=33)
+    third = r.call(core)
+    assert core._scratch.buffers[0] is not scratch[0]
+    assert_allclose(flat_grad(third), flat_grad(r.call(reference)), rtol=1e-10, atol=1e-13)
+
+
 def test_concurrent_calls_from_threads():
     """The kernels release the GIL: concurrent calls on different data must give the same
     results as serial ones (no shared scratch)."""

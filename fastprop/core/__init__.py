@@ -14,6 +14,8 @@ and ``Trainer`` holds the buffers of one network's minibatch training and runs w
 epochs in compiled code (what the estimators are built on).
 """
 
+import threading
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -115,7 +117,8 @@ class LossGradient:
     float dtype; ``fastprop.core.loss_and_gradients`` is the validating front door.
     """
 
-    def __init__(self, sizes, X, Y, *, activation, loss, alpha=0.0, sample_weight=None):
+    def __init__(self, sizes, X, Y, *, activation, loss, alpha=0.0, sample_weight=None,
+                 scratch=None):
         self.sizes = _sizes_array(sizes)
         self.dtype = X.dtype
         self.n_samples = X.shape[0]
@@ -137,11 +140,26 @@ class LossGradient:
         # second gradient buffer
         half = _kernels.split_rows(self.rows)
         work = (2 * half if half else self.rows) * int(sum(sizes[1:]))
-        self.params = np.empty(n_params(sizes), dtype=self.dtype)
-        self.grads = np.empty_like(self.params)
-        self.grads2 = np.empty(self.params.shape[0] if half else 0, dtype=self.dtype)
-        self.acts = np.empty(work, dtype=self.dtype)
-        self.deltas = np.empty(work, dtype=self.dtype)
+        n_p = n_params(sizes)
+        self.grads = np.empty(n_p, dtype=self.dtype)
+        # ``scratch``: (params, grads2, acts, deltas) of an earlier object to reuse when
+        # they fit (see loss_and_gradients); they hold nothing between calls
+        if scratch is not None and (
+            scratch[0].dtype == self.dtype and scratch[0].shape[0] == n_p
+            and scratch[1].shape[0] == (n_p if half else 0)
+            and scratch[2].shape[0] == work
+        ):
+            self.params, self.grads2, self.acts, self.deltas = scratch
+        else:
+            self.params = np.empty(n_p, dtype=self.dtype)
+            self.grads2 = np.empty(n_p if half else 0, dtype=self.dtype)
+            self.acts = np.empty(work, dtype=self.dtype)
+            self.deltas = np.empty(work, dtype=self.dtype)
+
+    @property
+    def scratch(self):
+        """The buffers a later object may reuse (everything but the gradient)."""
+        return self.params, self.grads2, self.acts, self.deltas
 
     def __call__(self, params):
         """Return (loss as float, gradient as a new float64 array) at ``params``."""
@@ -177,14 +195,24 @@ def loss_and_gradients(
     coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
         coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
     )
+    # The parameter vector and the workspaces are reused by the next call of the same
+    # shape in this thread: fresh megabytes cost a page fault per 4 KiB on first touch,
+    # about as long as the kernels themselves at W1's batch of 128 (the gradient, which
+    # the caller keeps, is always new). They are taken out while in use, so a call made
+    # meanwhile (from a signal handler) gets its own.
+    scratch, _scratch.buffers = getattr(_scratch, "buffers", None), None
     f = LossGradient(
         sizes, X, Y, activation=activation, loss=loss, alpha=alpha,
-        sample_weight=sample_weight,
+        sample_weight=sample_weight, scratch=scratch,
     )
     pack(coefs, intercepts, out=f.params)
     value = f.compute()
+    _scratch.buffers = f.scratch
     coef_grads, intercept_grads = unpack(f.grads, sizes)
     return dtype.type(value), coef_grads, intercept_grads
+
+
+_scratch = threading.local()  # per thread: the last loss_and_gradients call's buffers
 
 
 def forward(coefs, intercepts, X, *, activation, loss):
