@@ -1300,6 +1300,23 @@ cdef struct SplitShared:
     int stop              # set by thread 0 when a signal handler raised
 
 
+cdef bint _team_interrupted(int tid, Py_ssize_t b, Py_ssize_t signal_every,
+                            SplitShared* sh) noexcept nogil:
+    """After minibatch b (from 1), every ``signal_every``: thread 0 checks for signals
+    (it is the caller's thread), and the whole team learns at a barrier whether a signal
+    handler raised (KeyboardInterrupt), so that all stop between the same minibatches.
+    Every member must call it at the same minibatches."""
+    cdef int rc
+    if signal_every <= 0 or b % signal_every != 0:
+        return False
+    if tid == 0:
+        with gil:
+            rc = _check_signals()
+        sh.stop = rc != 0
+    FP_BARRIER()
+    return sh.stop != 0
+
+
 cdef double _half_gradient(
     Net* net, const floating* params, const floating* Xb, const CSR* csr,
     Py_ssize_t rows, const floating* Yb, const floating* swb,
@@ -1325,7 +1342,7 @@ cdef void _split_worker(
 ) noexcept nogil:
     """One team member's share of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, rc
+    cdef int tid = fp_thread_id(), nt = fp_team_size(), h
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
@@ -1376,15 +1393,8 @@ cdef void _split_worker(
             sq = sh.sq[0] + sh.sq[1]
         start += nb
         b += 1
-        if signal_every > 0 and b % signal_every == 0:
-            if tid == 0:
-                with gil:
-                    rc = _check_signals()
-                sh.stop = rc != 0
-            FP_BARRIER()
-            if sh.stop:
-                # a signal handler raised (KeyboardInterrupt): stop between minibatches
-                break
+        if _team_interrupted(tid, b, signal_every, sh):
+            break
     if tid == 0:
         acc_out[0] += acc
         counter[0] = t
@@ -1482,7 +1492,7 @@ cdef void _units_worker(
 ) noexcept nogil:
     """One team member's parts of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, l, L = net.n_layers, rc
+    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, l, L = net.n_layers
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
@@ -1601,15 +1611,8 @@ cdef void _units_worker(
             sq = sh.sq[0] + sh.sq[1]
         start += nb
         b += 1
-        if signal_every > 0 and b % signal_every == 0:
-            if tid == 0:
-                with gil:
-                    rc = _check_signals()
-                sh.stop = rc != 0
-            FP_BARRIER()
-            if sh.stop:
-                # a signal handler raised (KeyboardInterrupt): stop between minibatches
-                break
+        if _team_interrupted(tid, b, signal_every, sh):
+            break
     if tid == 0:
         acc_out[0] += acc
         counter[0] = t
