@@ -2,6 +2,7 @@
 (``fastprop.reference``), finite differences, scikit-learn, and an independent NumPy
 training loop; plus input validation and crash-safety of the raw kernels."""
 
+import contextlib
 import copy
 import pickle
 import subprocess
@@ -921,18 +922,21 @@ def test_thread_count_does_not_change_results(dtype):
 
 # -- split minibatches: two halves, two gradient buffers, one team of up to two threads --
 
-class split_from:
+@contextlib.contextmanager
+def _kernel_setting(setter, value):
+    """A benchmark hook of the kernels (a setter returning the old value) set for the
+    block, restored after it."""
+    old = setter(value)
+    try:
+        yield
+    finally:
+        setter(old)
+
+
+def split_from(rows):
     """Split every minibatch of at least ``rows`` rows (the production threshold keeps
     small test problems whole)."""
-
-    def __init__(self, rows):
-        self.rows = rows
-
-    def __enter__(self):
-        self.old = _kernels._set_split_min_batch(self.rows)
-
-    def __exit__(self, *exc):
-        _kernels._set_split_min_batch(self.old)
+    return _kernel_setting(_kernels._set_split_min_batch, rows)
 
 
 def _blas_threads():
@@ -965,35 +969,48 @@ def test_split_epoch_matches_numpy_loop(loss, solver, shuffled, weighted, dtype)
     p, params = _trainer_problem(loss, dtype, weighted=weighted, n=61,
                                  seed=seed_of("split", loss, solver, shuffled, weighted))
     rng = np.random.default_rng(seed_of("split-order", loss, solver))
+    with split_from(2):
+        _two_epochs_match_numpy_loop(
+            p, params, loss, solver, dtype, rng, shuffled,
+            lambda batch_size: _kernels.split_rows(batch_size) > 0)
+
+
+def _two_epochs_match_numpy_loop(p, params, loss, solver, dtype, rng, shuffled, on_path):
+    """Epochs of 20- and 9-row batches over p's 61 rows, the kernel against the NumPy
+    loop, checking first that ``on_path(batch_size)`` (the driver under test runs)."""
     hyper = SOLVERS[solver]
     trainer = core.Trainer(p.sizes, p.activation, loss, params.copy(), **hyper)
     expect = NumpyTrainer(p.sizes, p.activation, loss, params.copy(), **hyper)
-    with split_from(2):
-        for epoch, batch_size in enumerate((20, 9)):
-            order = rng.permutation(61).astype(np.intp) if shuffled else None
-            assert _kernels.split_rows(batch_size) > 0
-            acc = trainer.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
-                                    sample_weight=p.sample_weight, order=order)
-            acc_e = expect.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
-                                     sample_weight=p.sample_weight, order=order)
-            _assert_epoch_close(trainer.params, expect.params, dtype, f"params, epoch {epoch}")
-            _assert_epoch_close(trainer.state_1, expect.state_1, dtype, f"state_1, {epoch}")
-            if hyper["solver"] == "adam":
-                _assert_epoch_close(trainer.state_2, expect.state_2, dtype, f"state_2, {epoch}")
-                assert int(trainer.counter[0]) == expect.t
-            assert_allclose(acc, acc_e, rtol=EPOCH_TOL[dtype]["rtol"])
+    for epoch, batch_size in enumerate((20, 9)):
+        order = rng.permutation(61).astype(np.intp) if shuffled else None
+        assert on_path(batch_size)
+        acc = trainer.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                sample_weight=p.sample_weight, order=order)
+        acc_e = expect.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
+                                 sample_weight=p.sample_weight, order=order)
+        _assert_epoch_close(trainer.params, expect.params, dtype, f"params, epoch {epoch}")
+        _assert_epoch_close(trainer.state_1, expect.state_1, dtype, f"state_1, {epoch}")
+        if hyper["solver"] == "adam":
+            _assert_epoch_close(trainer.state_2, expect.state_2, dtype, f"state_2, {epoch}")
+            assert int(trainer.counter[0]) == expect.t
+        assert_allclose(acc, acc_e, rtol=EPOCH_TOL[dtype]["rtol"])
     assert expect.t == (4 + 7 if hyper["solver"] == "adam" else 0)
     assert not np.allclose(trainer.params, params)
 
 
 def test_split_epoch_skips_zero_weight_batches():
     p, params = _trainer_problem("log_loss", np.float64, n=40, weighted=True, seed=14)
+    with split_from(2):
+        _zero_weight_batch_is_skipped(p, params)
+
+
+def _zero_weight_batch_is_skipped(p, params):
+    """The second batch of 10 carries no weight: no step, no t (as in the NumPy loop)."""
     w = p.sample_weight.copy()
-    w[10:20] = 0.0  # the second batch of 10 carries no weight: no step, no t
+    w[10:20] = 0.0
     trainer = core.Trainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
     expect = NumpyTrainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
-    with split_from(2):
-        acc = trainer.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
+    acc = trainer.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
     acc_e = expect.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
     assert expect.t == 3 and int(trainer.counter[0]) == 3
     _assert_epoch_close(trainer.params, expect.params, np.float64)
@@ -1125,18 +1142,10 @@ def test_whole_minibatch_epoch_is_bitwise_the_same_for_any_thread_count(dtype):
 
 # -- whole minibatches cut by units: each layer's units in two parts, one per thread --
 
-class units_from:
+def units_from(work):
     """Cut whole minibatches by units from ``work`` = rows x n_params up (the production
     threshold keeps small test problems on one thread)."""
-
-    def __init__(self, work):
-        self.work = work
-
-    def __enter__(self):
-        self.old = _kernels._set_units_min_work(self.work)
-
-    def __exit__(self, *exc):
-        _kernels._set_units_min_work(self.old)
+    return _kernel_setting(_kernels._set_units_min_work, work)
 
 
 def test_unit_split_threshold():
@@ -1173,40 +1182,18 @@ def test_unit_split_epoch_matches_numpy_loop(loss, solver, shuffled, weighted, d
                                  weighted=weighted, n=61, sizes=UNIT_SIZES[loss],
                                  seed=seed_of("units", loss, solver, shuffled, weighted))
     rng = np.random.default_rng(seed_of("units-order", loss, solver))
-    hyper = SOLVERS[solver]
-    trainer = core.Trainer(p.sizes, p.activation, loss, params.copy(), **hyper)
-    expect = NumpyTrainer(p.sizes, p.activation, loss, params.copy(), **hyper)
+    sizes = np.array(p.sizes, dtype=np.intp)
     with units_from(1):
-        for epoch, batch_size in enumerate((20, 9)):
-            order = rng.permutation(61).astype(np.intp) if shuffled else None
-            assert _kernels.unit_split(np.array(p.sizes, dtype=np.intp), batch_size)
-            acc = trainer.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
-                                    sample_weight=p.sample_weight, order=order)
-            acc_e = expect.run_epoch(p.X, p.Y, batch_size=batch_size, alpha=0.3,
-                                     sample_weight=p.sample_weight, order=order)
-            _assert_epoch_close(trainer.params, expect.params, dtype, f"params, epoch {epoch}")
-            _assert_epoch_close(trainer.state_1, expect.state_1, dtype, f"state_1, {epoch}")
-            if hyper["solver"] == "adam":
-                _assert_epoch_close(trainer.state_2, expect.state_2, dtype, f"state_2, {epoch}")
-                assert int(trainer.counter[0]) == expect.t
-            assert_allclose(acc, acc_e, rtol=EPOCH_TOL[dtype]["rtol"])
-    assert expect.t == (4 + 7 if hyper["solver"] == "adam" else 0)
-    assert not np.allclose(trainer.params, params)
+        _two_epochs_match_numpy_loop(
+            p, params, loss, solver, dtype, rng, shuffled,
+            lambda batch_size: _kernels.unit_split(sizes, batch_size))
 
 
 def test_unit_split_epoch_skips_zero_weight_batches():
     p, params = _trainer_problem("log_loss", np.float64, n=40, sizes=(20, 40, 3),
                                  weighted=True, seed=15)
-    w = p.sample_weight.copy()
-    w[10:20] = 0.0  # the second batch of 10 carries no weight: no step, no t
-    trainer = core.Trainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
-    expect = NumpyTrainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
     with units_from(1):
-        acc = trainer.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
-    acc_e = expect.run_epoch(p.X, p.Y, batch_size=10, alpha=0.2, sample_weight=w)
-    assert expect.t == 3 and int(trainer.counter[0]) == 3
-    _assert_epoch_close(trainer.params, expect.params, np.float64)
-    assert_allclose(acc, acc_e, rtol=1e-9)
+        _zero_weight_batch_is_skipped(p, params)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
