@@ -314,8 +314,7 @@ cdef void _bias_activation(
         for i in prange(n, schedule="static", num_threads=n_threads):
             _bias_activation_row(Z + i * c, b, c, activation)
     else:
-        for i in range(n):
-            _bias_activation_row(Z + i * c, b, c, activation)
+        _bias_activation_cols(Z, c, b, n, c, activation)
 
 
 cdef void _bias_activation_cols(
