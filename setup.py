@@ -13,6 +13,7 @@ build without it where neither works (Apple clang without libomp). Nothing here 
 ``-march=native``: a wheel built here must run on any x86-64 / aarch64 CPU.
 """
 
+import glob
 import os
 import platform
 import shutil
@@ -170,6 +171,8 @@ def extensions():
             "fastprop.core._kernels",
             ["fastprop/core/_kernels.pyx"],
             include_dirs=["csrc"],
+            # rebuild when a C header changes, not only the .pyx
+            depends=sorted(glob.glob("csrc/*.h")),
             define_macros=macros,
         ),
     ]
