@@ -38,8 +38,6 @@ cdef extern from "fp_math.h" nogil:
     double fp_sigmoid_d(double x)
     double fp_log1pexp_f(float x)
     double fp_log1pexp_d(double x)
-    float fp_tanh_f(float x)
-    double fp_tanh_d(double x)
     float fp_exp_f(float x)
     double fp_exp_d(double x)
     float fp_sqrt_f(float x)
@@ -47,6 +45,17 @@ cdef extern from "fp_math.h" nogil:
     double fp_xlogx_d(double x)
     unsigned long long fp_denormals_flush()
     void fp_denormals_restore(unsigned long long old)
+
+cdef extern from "fp_layer.h" nogil:
+    int FP_ACT_IDENTITY, FP_ACT_LOGISTIC, FP_ACT_TANH, FP_ACT_RELU
+    void fp_bias_act_f(float* Z, Py_ssize_t ld, const float* b, Py_ssize_t n,
+                       Py_ssize_t c, int act)
+    void fp_bias_act_d(double* Z, Py_ssize_t ld, const double* b, Py_ssize_t n,
+                       Py_ssize_t c, int act)
+    void fp_deriv_colsum_f(float* D, const float* A, Py_ssize_t n, Py_ssize_t c,
+                           Py_ssize_t ld, int act, float* gb)
+    void fp_deriv_colsum_d(double* D, const double* A, Py_ssize_t n, Py_ssize_t c,
+                           Py_ssize_t ld, int act, double* gb)
 
 cdef extern from "fp_optim.h" nogil:
     int fp_dispatch_enabled()
@@ -126,6 +135,12 @@ cdef enum:
     ACT_TANH = 2
     ACT_RELU = 3
 
+# csrc/fp_layer.h numbers them too
+if (FP_ACT_IDENTITY, FP_ACT_LOGISTIC, FP_ACT_TANH, FP_ACT_RELU) != (
+        ACT_IDENTITY, ACT_LOGISTIC, ACT_TANH, ACT_RELU):
+    raise ImportError("fastprop: csrc/fp_layer.h and _kernels.pyx disagree on the "
+                      "activation codes")
+
 cdef enum:
     LOSS_SQUARED = 0      # identity output
     LOSS_POISSON = 1      # exp output
@@ -181,12 +196,6 @@ cdef inline floating _sigmoid(floating x) noexcept nogil:
         return fp_sigmoid_f(x)
     else:
         return fp_sigmoid_d(x)
-
-cdef inline floating _tanh(floating x) noexcept nogil:
-    if floating is float:
-        return fp_tanh_f(x)
-    else:
-        return fp_tanh_d(x)
 
 cdef inline floating _sqrt(floating x) noexcept nogil:
     if floating is float:
@@ -312,39 +321,20 @@ cdef void _bias_activation(
     if n_threads > 1 and n * c >= PARALLEL_MIN_ENTRIES:
         # Purely elementwise: the result does not depend on the thread count.
         for i in prange(n, schedule="static", num_threads=n_threads):
-            _bias_activation_row(Z + i * c, b, c, activation)
+            _bias_activation_cols(Z + i * c, c, b, 1, c, activation)
     else:
         _bias_activation_cols(Z, c, b, n, c, activation)
 
 
-cdef void _bias_activation_cols(
+cdef inline void _bias_activation_cols(
     floating* Z,              # INOUT (n, c), rows ld apart
     Py_ssize_t ld, const floating* b, Py_ssize_t n, Py_ssize_t c, int activation,
 ) noexcept nogil:
-    """``_bias_activation`` on a block of columns of a wider output."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        _bias_activation_row(Z + i * ld, b, c, activation)
-
-
-cdef inline void _bias_activation_row(
-    floating* row, const floating* b, Py_ssize_t c, int activation
-) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef floating z
-    if activation == ACT_RELU:
-        for j in range(c):
-            z = row[j] + b[j]
-            row[j] = z if z > 0 else 0
-    elif activation == ACT_TANH:
-        for j in range(c):
-            row[j] = _tanh(row[j] + b[j])
-    elif activation == ACT_LOGISTIC:
-        for j in range(c):
-            row[j] = _sigmoid(row[j] + b[j])
+    """``_bias_activation`` on a block of columns of a wider output (csrc/fp_layer.h)."""
+    if floating is float:
+        fp_bias_act_f(Z, ld, b, n, c, activation)
     else:
-        for j in range(c):
-            row[j] = row[j] + b[j]
+        fp_bias_act_d(Z, ld, b, n, c, activation)
 
 
 cdef struct CSR:
@@ -547,30 +537,18 @@ cdef extern from "<math.h>" nogil:
 # Backward pass
 # ---------------------------------------------------------------------------------------
 
-cdef void _derivative_colsum(
+cdef inline void _derivative_colsum(
     floating* D,              # INOUT (n, c), rows ld apart: D * f'(Z), with f' written
                               #       through A = f(Z)
     const floating* A,        # IN    (n, c), rows ld apart: the layer's activations
     Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld, int activation,
     floating* gb,             # INOUT (c,): += column sums of the new D
 ) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef floating* d
-    cdef const floating* a
-    for i in range(n):
-        d = D + i * ld
-        a = A + i * ld
-        if activation == ACT_RELU:
-            for j in range(c):
-                d[j] = d[j] if a[j] > 0 else 0
-        elif activation == ACT_TANH:
-            for j in range(c):
-                d[j] = d[j] * (1 - a[j] * a[j])
-        elif activation == ACT_LOGISTIC:
-            for j in range(c):
-                d[j] = d[j] * (a[j] * (1 - a[j]))
-        for j in range(c):
-            gb[j] = gb[j] + d[j]
+    """One pass (csrc/fp_layer.h)."""
+    if floating is float:
+        fp_deriv_colsum_f(D, A, n, c, ld, activation, gb)
+    else:
+        fp_deriv_colsum_d(D, A, n, c, ld, activation, gb)
 
 
 cdef inline void _backward_layer(

@@ -1,0 +1,90 @@
+/* fastprop per-layer elementwise passes: the work around each GEMM of the forward and
+ * backward passes, over a block of rows (rows `ld` entries apart, so a block of columns
+ * of a wider matrix works too).
+ *
+ * They are C rather than Cython so that the run-time dispatch of fp_simd.h applies:
+ * compiled for the SSE2 baseline only, the ReLU passes ran mostly scalar. Vectorisation
+ * runs across the columns of a row, so every column sum adds its rows in row order,
+ * as the scalar loop did: the results do not depend on the vector width. tanh and the
+ * logistic call the scalar functions of fp_math.h, and their derivatives take the
+ * factor (1 - a^2) or a (1 - a) in double, as the loops that came before did.
+ */
+#ifndef FASTPROP_FP_LAYER_H
+#define FASTPROP_FP_LAYER_H
+
+#include <stddef.h>
+
+#include "fp_math.h"
+#include "fp_simd.h"
+
+/* activation codes: the same numbers as the ACT_* enum of fastprop/core/_kernels.pyx,
+   which checks them when it is imported */
+#define FP_ACT_IDENTITY 0
+#define FP_ACT_LOGISTIC 1
+#define FP_ACT_TANH 2
+#define FP_ACT_RELU 3
+
+#define FP_DEFINE_LAYER_LOOPS(T, SUF)                                                   \
+                                                                                        \
+/* Z <- f(Z + b) in place over n rows of c entries, rows ld apart */                    \
+FP_DISPATCH static void fp_bias_act_##SUF(T *Z, ptrdiff_t ld, const T *b, ptrdiff_t n,  \
+                                          ptrdiff_t c, int act) {                       \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T *row = Z + i * ld;                                                            \
+        if (act == FP_ACT_RELU) {                                                       \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T z = row[j] + b[j];                                                    \
+                row[j] = z > 0 ? z : (T)0;                                              \
+            }                                                                           \
+        } else if (act == FP_ACT_TANH) {                                                \
+            for (ptrdiff_t j = 0; j < c; j++) row[j] = fp_tanh_##SUF(row[j] + b[j]);    \
+        } else if (act == FP_ACT_LOGISTIC) {                                            \
+            for (ptrdiff_t j = 0; j < c; j++) row[j] = fp_sigmoid_##SUF(row[j] + b[j]); \
+        } else {                                                                        \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) row[j] = row[j] + b[j];                   \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* D <- D * f'(Z), with f' written through A = f(Z), over n rows of c entries, rows ld  \
+   apart; gb (c,) += the column sums of the new D, row by row */                        \
+FP_DISPATCH static void fp_deriv_colsum_##SUF(T *D, const T *A, ptrdiff_t n,            \
+                                              ptrdiff_t c, ptrdiff_t ld, int act,       \
+                                              T *gb) {                                  \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T *d = D + i * ld;                                                              \
+        const T *a = A + i * ld;                                                        \
+        if (act == FP_ACT_RELU) {                                                       \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T v = a[j] > 0 ? d[j] : (T)0;                                           \
+                d[j] = v;                                                               \
+                gb[j] = gb[j] + v;                                                      \
+            }                                                                           \
+        } else if (act == FP_ACT_TANH) {                                                \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T v = (T)(d[j] * (1.0 - a[j] * a[j]));                                       \
+                d[j] = v;                                                               \
+                gb[j] = gb[j] + v;                                                      \
+            }                                                                           \
+        } else if (act == FP_ACT_LOGISTIC) {                                            \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T v = (T)(d[j] * (a[j] * (1.0 - a[j])));                                     \
+                d[j] = v;                                                               \
+                gb[j] = gb[j] + v;                                                      \
+            }                                                                           \
+        } else {                                                                        \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) gb[j] = gb[j] + d[j];                     \
+        }                                                                               \
+    }                                                                                   \
+}
+
+FP_DEFINE_LAYER_LOOPS(float, f)
+FP_DEFINE_LAYER_LOOPS(double, d)
+
+#endif
