@@ -24,6 +24,18 @@
 #define FP_ACT_TANH 2
 #define FP_ACT_RELU 3
 
+/* one row of fp_deriv_colsum: d[j] <- DERIV (an expression of d[j] and a[j]), and its
+   column sums */
+#define FP_DERIV_COLSUM_ROW(T, DERIV)                                                   \
+    {                                                                                   \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t j = 0; j < c; j++) {                                             \
+            T v = (DERIV);                                                              \
+            d[j] = v;                                                                   \
+            gb[j] = gb[j] + v;                                                          \
+        }                                                                               \
+    }
+
 #define FP_DEFINE_LAYER_LOOPS(T, SUF)                                                   \
                                                                                         \
 /* Z <- f(Z + b) in place over n rows of c entries, rows ld apart */                    \
@@ -56,31 +68,12 @@ FP_DISPATCH static void fp_deriv_colsum_##SUF(T *D, const T *A, ptrdiff_t n,    
     for (ptrdiff_t i = 0; i < n; i++) {                                                 \
         T *d = D + i * ld;                                                              \
         const T *a = A + i * ld;                                                        \
-        if (act == FP_ACT_RELU) {                                                       \
-            FP_SIMD                                                                     \
-            for (ptrdiff_t j = 0; j < c; j++) {                                         \
-                T v = a[j] > 0 ? d[j] : (T)0;                                           \
-                d[j] = v;                                                               \
-                gb[j] = gb[j] + v;                                                      \
-            }                                                                           \
-        } else if (act == FP_ACT_TANH) {                                                \
-            FP_SIMD                                                                     \
-            for (ptrdiff_t j = 0; j < c; j++) {                                         \
-                T v = (T)(d[j] * (1.0 - a[j] * a[j]));                                       \
-                d[j] = v;                                                               \
-                gb[j] = gb[j] + v;                                                      \
-            }                                                                           \
-        } else if (act == FP_ACT_LOGISTIC) {                                            \
-            FP_SIMD                                                                     \
-            for (ptrdiff_t j = 0; j < c; j++) {                                         \
-                T v = (T)(d[j] * (a[j] * (1.0 - a[j])));                                     \
-                d[j] = v;                                                               \
-                gb[j] = gb[j] + v;                                                      \
-            }                                                                           \
-        } else {                                                                        \
-            FP_SIMD                                                                     \
-            for (ptrdiff_t j = 0; j < c; j++) gb[j] = gb[j] + d[j];                     \
-        }                                                                               \
+        if (act == FP_ACT_RELU) FP_DERIV_COLSUM_ROW(T, a[j] > 0 ? d[j] : (T)0)          \
+        else if (act == FP_ACT_TANH)                                                    \
+            FP_DERIV_COLSUM_ROW(T, (T)(d[j] * (1.0 - a[j] * a[j])))                     \
+        else if (act == FP_ACT_LOGISTIC)                                                \
+            FP_DERIV_COLSUM_ROW(T, (T)(d[j] * (a[j] * (1.0 - a[j]))))                   \
+        else FP_DERIV_COLSUM_ROW(T, d[j])                                               \
     }                                                                                   \
 }
 

@@ -13,8 +13,7 @@
 
 /* Run-time dispatch: the wheel's baseline is SSE2 (x86-64), so GCC compiles these
  * loops once per ISA level and glibc's ifunc resolver picks the widest the CPU has at
- * load time. Elsewhere the
- * baseline version is the only one. */
+ * load time. Elsewhere the baseline version is the only one. */
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && \
     !defined(__clang__) && __GNUC__ >= 8 && !defined(FP_NO_DISPATCH)
 #define FP_DISPATCH __attribute__((target_clones("avx512f", "avx2", "default")))

@@ -544,7 +544,8 @@ cdef inline void _derivative_colsum(
     Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld, int activation,
     floating* gb,             # INOUT (c,): += column sums of the new D
 ) noexcept nogil:
-    """One pass (csrc/fp_layer.h)."""
+    """delta_{l-1} = D * f'(Z) and its column sums (dL/db_{l-1}), in one pass over D
+    (csrc/fp_layer.h)."""
     if floating is float:
         fp_deriv_colsum_f(D, A, n, c, ld, activation, gb)
     else:
