@@ -75,6 +75,20 @@ FP_DISPATCH static void fp_deriv_colsum_##SUF(T *D, const T *A, ptrdiff_t n,    
             FP_DERIV_COLSUM_ROW(T, (T)(d[j] * (a[j] * (1.0 - a[j]))))                   \
         else FP_DERIV_COLSUM_ROW(T, d[j])                                               \
     }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* dst[0:n] <- src[0:n] (a gathered row); returns 1 when some src[i] is NaN or +-inf.   \
+   x * 0 is +-0 for every finite x and NaN otherwise, so the sum of those is 0 exactly  \
+   when all are finite, whatever the order the vector lanes add them in. */              \
+FP_DISPATCH static int fp_copy_check_##SUF(T *dst, const T *src, ptrdiff_t n) {         \
+    T s = 0;                                                                            \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T x = src[i];                                                                   \
+        dst[i] = x;                                                                     \
+        s += x * (T)0;                                                                  \
+    }                                                                                   \
+    return s != s;                                                                      \
 }
 
 FP_DEFINE_LAYER_LOOPS(float, f)

@@ -337,12 +337,16 @@ class MLPEstimator(BaseEstimator):
     # regressors ask scikit-learn for numeric targets
     _y_numeric = False
 
-    def _validate_data_xy(self, X, y, reset):
+    def _validate_data_xy(self, X, y, reset, defer_x_check=False):
         """scikit-learn's ``validate_data`` on (X, y), with 2-D single-column targets
         made 1-D (with its warning). A fitted model's common call, partial_fit on a
         float array, takes ``_checked_fast`` instead: the same result without
-        scikit-learn's generic machinery, which costs more than a small epoch."""
-        checked = None if reset else self._checked_fast(X, y)
+        scikit-learn's generic machinery, which costs more than a small epoch.
+
+        Returns (X, y, x_pending): x_pending is True when ``defer_x_check`` let the
+        fast path leave X's values unchecked (the epoch checks them; see ``_fit``)."""
+        checked = None if reset else self._checked_fast(X, y, defer_x_check)
+        pending = checked is not None and defer_x_check
         if checked is None:
             checked = validate_data(
                 self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
@@ -351,16 +355,16 @@ class MLPEstimator(BaseEstimator):
         X, y = checked
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        return X, y
+        return X, y, pending
 
-    def _checked_fast(self, X, y):
+    def _checked_fast(self, X, y, defer_x_check=False):
         """(X, y) unchanged when they are what ``validate_data(reset=False)`` would
         return as is: a contiguous float32/float64 ndarray X of the fitted width, with
         no feature names on either side, finite values (its sum is finite: one pass,
-        scikit-learn's own fast test), and a plain ndarray y of matching length with
-        finite floats or integer, bool or string labels. None for anything else,
-        which takes scikit-learn's path, with its exact conversions, errors and
-        warnings."""
+        scikit-learn's own fast test; skipped with ``defer_x_check``), and a plain
+        ndarray y of matching length with finite floats or integer, bool or string
+        labels. None for anything else, which takes scikit-learn's path, with its
+        exact conversions, errors and warnings."""
         if (
             type(X) is not np.ndarray
             or type(y) is not np.ndarray
@@ -381,9 +385,21 @@ class MLPEstimator(BaseEstimator):
                     return None
             elif self._y_numeric or y.dtype.kind not in "iubU":
                 return None
-            if not np.isfinite(X.sum()):
+            if not defer_x_check and not np.isfinite(X.sum()):
                 return None
         return X, y
+
+    def _raise_if_x_nonfinite(self, X, y):
+        """The check ``defer_x_check`` skipped, for a call that fails before its epoch
+        has checked X: scikit-learn's own error when X has NaN or infinity."""
+        if type(X) is np.ndarray and X.dtype.kind == "f":
+            with np.errstate(over="ignore", invalid="ignore"):
+                if np.isfinite(X.sum()):
+                    return
+            validate_data(
+                self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
+                y_numeric=self._y_numeric, dtype=(np.float64, np.float32), reset=False,
+            )
 
     def _fit(self, X, y, sample_weight=None, incremental=False):
         hidden_layer_sizes = self.hidden_layer_sizes
@@ -397,7 +413,28 @@ class MLPEstimator(BaseEstimator):
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
-        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        # partial_fit's shuffled epoch gathers every row of X: it checks their values as
+        # it copies them (NaN, infinity), instead of a separate pass over X before it.
+        # A call that fails before its epoch has done that check runs it then, so the
+        # error is scikit-learn's whichever check fails.
+        defer = (
+            incremental and not first_pass and self.solver in _STOCHASTIC_SOLVERS
+            and self.shuffle and not self.early_stopping
+        )
+        args = (X, y, sample_weight, incremental, first_pass, hidden_layer_sizes)
+        if not defer:
+            return self._fit_validated(*args, False)
+        try:
+            return self._fit_validated(*args, True)
+        except ValueError:
+            self._raise_if_x_nonfinite(X, y)
+            raise
+
+    def _fit_validated(self, X, y, sample_weight, incremental, first_pass,
+                       hidden_layer_sizes, defer_x_check):
+        X, y, x_pending = self._validate_input(
+            X, y, incremental, reset=first_pass, defer_x_check=defer_x_check
+        )
         n_samples, n_features = X.shape
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
@@ -425,13 +462,19 @@ class MLPEstimator(BaseEstimator):
                 # A model keeps the dtype it was created with (as scikit-learn's, whose
                 # in-place updates keep it), and so keeps its optimizer state: the new
                 # data is converted instead (a copy, once per call).
+                if x_pending:
+                    # checked before the cast, which could turn a large float64 into inf
+                    with np.errstate(over="ignore", invalid="ignore"):
+                        if not (np.isfinite(X.sum()) or np.isfinite(X).all()):
+                            raise core.NonFiniteRowsError("X contains NaN or infinity.")
+                    x_pending = False
                 X = X.astype(flat.dtype)
                 if sample_weight is not None:
                     sample_weight = sample_weight.astype(flat.dtype)
         Y = np.ascontiguousarray(y, dtype=X.dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, Y, sample_weight, incremental)
+            self._fit_stochastic(X, Y, sample_weight, incremental, check_x=x_pending)
         elif self.solver == "lbfgs":
             self._fit_lbfgs(X, Y, sample_weight, layer_units)
 
@@ -476,7 +519,11 @@ class MLPEstimator(BaseEstimator):
             epsilon=self.epsilon,
         )
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, check_x=False):
+        """Minibatch training. ``check_x``: X's values are unchecked, and the first
+        epoch checks them as it gathers the rows (it must visit them all); if they are
+        not finite, the model is restored to what it was and ``NonFiniteRowsError``
+        raised."""
         flat = self._flat_params()
         if not incremental or not hasattr(self, "_optimizer"):
             self._optimizer = self._new_optimizer()
@@ -538,6 +585,11 @@ class MLPEstimator(BaseEstimator):
         if sample_weight is not None:
             sw_core = np.ascontiguousarray(sample_weight, dtype=flat.dtype)
         last_good = np.empty_like(flat)
+        # check_x: the first epoch must visit every row, gathered (it checks them)
+        check_x = check_x and not in_place and n_samples == n_all
+        if check_x:
+            saved = (opt.state_1.copy(), opt.state_2.copy(), opt.counter.copy(),
+                     self._random_state.get_state(), getattr(self, "n_iter_", None))
 
         try:
             self.n_iter_ = 0
@@ -555,11 +607,26 @@ class MLPEstimator(BaseEstimator):
                         X_core, Y, batch_size=batch_size, alpha=self.alpha,
                         sample_weight=sw_core, order=None if in_place else sample_idx,
                         check_input=False,  # validated once above, not per epoch
+                        check_finite=check_x,
                     )
                 except KeyboardInterrupt:
                     # keep the weights of the last completed epoch
                     np.copyto(flat, last_good)
                     raise
+                except core.NonFiniteRowsError:
+                    # X had NaN or infinity: the call fails as if it had been checked
+                    # first, leaving the model (and the random state) as they were
+                    np.copyto(flat, last_good)
+                    np.copyto(opt.state_1, saved[0])
+                    np.copyto(opt.state_2, saved[1])
+                    np.copyto(opt.counter, saved[2])
+                    self._random_state.set_state(saved[3])
+                    if saved[4] is None:
+                        del self.n_iter_
+                    else:
+                        self.n_iter_ = saved[4]
+                    raise
+                check_x = False
                 elapsed = time.perf_counter() - tic
                 self.n_iter_ += 1
                 self.loss_ = accumulated_loss / n_samples
@@ -831,8 +898,8 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             max_fun=max_fun,
         )
 
-    def _validate_input(self, X, y, incremental, reset):
-        X, y = self._validate_data_xy(X, y, reset)
+    def _validate_input(self, X, y, incremental, reset, defer_x_check=False):
+        X, y, x_pending = self._validate_data_xy(X, y, reset, defer_x_check)
         if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
@@ -843,7 +910,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
                 # scikit-learn's generic machinery (it costs more than a small epoch)
                 Y = self._encode_known_labels(y)
                 if Y is not None:
-                    return X, Y
+                    return X, Y, x_pending
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
@@ -859,7 +926,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
                 )
         # bool first (no float64 temporary), then the data's dtype in _fit
         y = self._label_binarizer.transform(y).astype(bool)
-        return X, y
+        return X, y, x_pending
 
     def _encode_known_labels(self, y):
         """One-hot (or single-column, for binary) bool targets for 1-D integer or
@@ -1067,5 +1134,5 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             X, y, sample_weight=sample_weight, score_function=r2_score
         )
 
-    def _validate_input(self, X, y, incremental, reset):
-        return self._validate_data_xy(X, y, reset)
+    def _validate_input(self, X, y, incremental, reset, defer_x_check=False):
+        return self._validate_data_xy(X, y, reset, defer_x_check)

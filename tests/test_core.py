@@ -1403,6 +1403,75 @@ def test_parallel_elementwise_pass_matches_serial(monkeypatch):
     assert not np.array_equal(r1[1], flat_pack(coefs, intercepts))
 
 
+# -- check_finite: the epoch checks the rows it gathers for NaN and infinity -----------
+
+# (batch size, path, unit-split threshold): whole minibatches on one thread, split
+# minibatches, and whole minibatches cut by units
+FINITE_PATHS = [(7, "whole", None), (40, "split", None), (7, "units", 1)]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("batch_size, path, units_min", FINITE_PATHS,
+                         ids=[c[1] for c in FINITE_PATHS])
+def test_epoch_check_finite_finds_every_bad_row(batch_size, path, units_min, dtype, n_threads):
+    from threadpoolctl import threadpool_limits
+
+    p, params = _trainer_problem("log_loss", dtype, activation="relu", n=61,
+                                 sizes=(20, 40, 33, 3), seed=31)
+    order = np.random.default_rng(4).permutation(61).astype(np.intp)
+    units = units_from(units_min) if units_min else contextlib.nullcontext()
+
+    def epoch(X, check):
+        trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(), **SOLVERS["adam"])
+        acc = trainer.run_epoch(X, p.Y, batch_size=batch_size, alpha=1e-3, order=order,
+                                check_input=False, check_finite=check)
+        return acc, trainer.params, trainer.state_1, trainer.state_2
+
+    with threadpool_limits(limits=n_threads), split_from(32), units:
+        assert (_kernels.split_rows(batch_size) > 0) == (path == "split")
+        assert bool(_kernels.unit_split(np.asarray(p.sizes, dtype=np.intp), batch_size)) == (
+            path == "units")
+        # finite X: the checking gather changes nothing
+        for a, b in zip(epoch(p.X, False), epoch(p.X, True)):
+            assert_array_equal(np.asarray(a), np.asarray(b))
+        # one bad value anywhere: the first and last rows visited, a row in each half of
+        # a split minibatch, the first and the last feature; NaN and both infinities
+        for pos, (row, col) in enumerate([(order[0], 0), (order[-1], 19), (order[5], 7),
+                                          (order[35], 19), (order[44], 3)]):
+            bad = p.X.copy()
+            bad[row, col] = [np.nan, np.inf, -np.inf][pos % 3]
+            with pytest.raises(core.NonFiniteRowsError, match="NaN or infinity"):
+                epoch(bad, True)
+            assert issubclass(core.NonFiniteRowsError, ValueError)
+            epoch(bad, False)  # unchecked, the epoch runs through (meaningless values)
+        # huge but finite values are finite
+        huge = p.X.copy()
+        huge[order[3]] = np.finfo(dtype).max
+        epoch(huge, True)
+
+
+def test_epoch_check_finite_needs_a_gathered_dense_x():
+    p, params = _trainer_problem("log_loss", np.float64, n=20)
+    trainer = core.Trainer(p.sizes, "tanh", "log_loss", params.copy(), **SOLVERS["adam"])
+    with pytest.raises(ValueError, match="check_finite needs"):
+        trainer.run_epoch(p.X, p.Y, batch_size=5, check_finite=True)
+    with pytest.raises(ValueError, match="check_finite needs"):
+        trainer.run_epoch(core.csr_parts(sp.csr_matrix(p.X)), p.Y, batch_size=5,
+                          order=np.arange(20, dtype=np.intp), check_finite=True)
+    before = trainer.params.copy()
+    with pytest.raises(ValueError, match="check_finite needs the rows gathered"):
+        _kernels.train_epoch(
+            np.asarray(p.sizes, dtype=np.intp), core.ACTIVATION_CODES["tanh"],
+            core.LOSS_CODES["log_loss"], trainer.params, np.empty_like(before), p.X, p.Y,
+            np.empty(0), np.empty(0, dtype=np.intp), 5, 0.0,
+            np.empty(5 * sum(p.sizes[1:])), np.empty(5 * sum(p.sizes[1:])),
+            np.empty((5, p.sizes[0])), np.empty((5, p.sizes[-1])), np.empty(5), 1,
+            np.zeros_like(before), np.zeros_like(before), np.array([1e-3, 0, 0, .9, .999, 1e-8]),
+            np.zeros(1, dtype=np.intp), np.empty(0), 1, check_finite=True)
+    assert_array_equal(trainer.params, before)
+
+
 def test_trainer_constructor_errors():
     sizes = [3, 4, 2]
     good = np.zeros(core.n_params(sizes))

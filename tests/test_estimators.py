@@ -2045,13 +2045,93 @@ def test_partial_fit_fast_validation_gives_the_scikit_learn_path_result(kind, dt
     for _ in range(3):
         a.partial_fit(X, y)  # the fast path: scikit-learn's validate_data is not called
     assert calls == []
-    monkeypatch.setattr(type(b), "_checked_fast", lambda self, X, y: None)
+    monkeypatch.setattr(type(b), "_checked_fast", lambda self, X, y, defer=False: None)
     for _ in range(3):
         b.partial_fit(X, y)
     assert calls == [False] * 3
     for p, q in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_):
         assert_array_equal(p, q)
     assert a.loss_ == b.loss_
+
+
+# (hidden, batch_size): whole minibatches, split ones (128 rows and up), and whole ones
+# cut by units (a big enough network)
+DEFERRED_CHECK_PATHS = {"whole": ((9,), 32), "split": ((9,), 150), "units": ((600,), 100)}
+
+
+@pytest.mark.parametrize("path", list(DEFERRED_CHECK_PATHS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
+def test_partial_fit_checks_x_in_its_epoch_and_fails_as_scikit_learn(Est, dtype, path,
+                                                                     monkeypatch):
+    """partial_fit leaves X's values to its shuffled epoch, which checks every row as it
+    gathers it: a NaN or infinity anywhere raises scikit-learn's own error and leaves
+    the model (optimizer state and random state included) as it was."""
+    hidden, batch = DEFERRED_CHECK_PATHS[path]
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 20)).astype(dtype)
+    y = rng.integers(0, 3, 300) if Est is MLPClassifier else rng.normal(size=300)
+    first = dict(classes=[0, 1, 2]) if Est is MLPClassifier else {}
+    kw = dict(hidden_layer_sizes=hidden, batch_size=batch)
+    a = Est(random_state=np.random.RandomState(3), **kw).partial_fit(X, y, **first)
+    b = Est(random_state=np.random.RandomState(3), **kw).partial_fit(X, y, **first)
+    sk = SK[Est](random_state=0, **kw).partial_fit(X, y, **first)
+    checks = []
+    real = fastprop.core.Trainer.run_epoch
+
+    def spy(self, *args, **kwargs):
+        checks.append(kwargs.get("check_finite"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(fastprop.core.Trainer, "run_epoch", spy)
+    for pos, (row, col) in enumerate([(0, 0), (299, 19), (123, 5), (200, 13)]):
+        bad = X.copy()
+        bad[row, col] = [np.nan, np.inf, -np.inf][pos % 3]
+        with pytest.raises(ValueError) as ours:
+            a.partial_fit(bad, y)
+        with pytest.raises(ValueError) as theirs:
+            sk.partial_fit(bad, y)
+        assert str(ours.value) == str(theirs.value)
+        assert not isinstance(ours.value, fastprop.core.NonFiniteRowsError)
+    assert checks == [True] * 4  # the epoch ran, and found every one
+    # the model is as if the failing calls had not been made: the same bits as its twin
+    a.partial_fit(X, y)
+    b.partial_fit(X, y)
+    assert checks[-2:] == [True, True]
+    assert_layers_equal(a, b)
+    assert a.n_iter_ == b.n_iter_ and a.t_ == b.t_ and a.loss_ == b.loss_
+    assert_array_equal(a._optimizer.state_2, b._optimizer.state_2)
+    # another error beside the NaN: scikit-learn reports X's first
+    bad = X.copy()
+    bad[5, 5] = np.nan
+    other = y[:-1] if Est is MLPRegressor else y + 7  # rows / unseen classes
+    Xo = bad[:-1] if Est is MLPRegressor else bad
+    with pytest.raises(ValueError) as ours:
+        a.partial_fit(Xo, other)
+    with pytest.raises(ValueError) as theirs:
+        sk.partial_fit(Xo, other)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_partial_fit_casts_after_checking_the_data_it_was_given():
+    """A float64 X on a float32 model is checked before the cast: huge finite values
+    are accepted (they become inf in float32, as in scikit-learn's path), NaN is not."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(60, 4))
+    y = rng.normal(size=60)
+    est = MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, random_state=0)
+    est.partial_fit(X.astype(np.float32), y)
+    huge = X.copy()
+    huge[:, 0] = np.finfo(np.float64).max  # finite, its sum is not; inf in float32
+    with pytest.raises(ValueError, match="non-finite parameter weights"):
+        est.partial_fit(huge, y)
+    est = MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, random_state=0)
+    est.partial_fit(X.astype(np.float32), y)
+    bad = X.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        est.partial_fit(bad, y)
 
 
 def _fitted_clf(X, y):

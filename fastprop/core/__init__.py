@@ -41,7 +41,10 @@ __all__ = [
     "unpack",
     "ACTIVATION_CODES",
     "LOSS_CODES",
+    "NonFiniteRowsError",
 ]
+
+NonFiniteRowsError = _kernels.NonFiniteRowsError
 
 # Must match the enums at the top of _kernels.pyx.
 ACTIVATION_CODES = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
@@ -367,7 +370,7 @@ class Trainer:
         self._batch = batch_size
 
     def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None,
-                  check_input=True):
+                  check_input=True, check_finite=False):
         """Train one epoch over (X, Y) in minibatches; return scikit-learn's
         accumulated loss (sum of batch loss x batch length).
 
@@ -380,12 +383,21 @@ class Trainer:
         ``check_input=False`` skips the O(n) checks (finite values, types, index
         ranges) for callers that validated once per fit, as the estimators do; the
         compiled kernel still checks every shape and index it relies on.
+
+        ``check_finite=True`` (dense X with ``order`` only) checks every row the epoch
+        visits for NaN and infinity while gathering it, instead of a separate pass over
+        X: an estimator that skipped its own check of X passes it when ``order`` visits
+        every row. The epoch then runs to its end and raises ``NonFiniteRowsError`` (a
+        ``ValueError``); the parameters and optimizer state are then meaningless, and
+        the caller restores the ones it saved.
         """
         if self.params is None:
             raise ValueError(
                 "this Trainer was unpickled without its parameters: assign the flat "
                 "parameter vector to .params before training"
             )
+        if check_finite and (isinstance(X, tuple) or order is None):
+            raise ValueError("check_finite needs a dense X and an order to gather by.")
         if check_input:
             X, Y, sample_weight, order, batch_size, alpha = check_epoch_args(
                 self.sizes, self.dtype, self.loss, X, Y, batch_size, alpha,
@@ -411,4 +423,5 @@ class Trainer:
                     self._deltas, self._y_buf, self._sw_buf, *tail, n_threads)
             return _kernels.train_epoch(
                 *head, X, Y, sw, order, batch_size, float(alpha), self._acts,
-                self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads)
+                self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads,
+                check_finite=check_finite)

@@ -56,6 +56,8 @@ cdef extern from "fp_layer.h" nogil:
                            Py_ssize_t ld, int act, float* gb)
     void fp_deriv_colsum_d(double* D, const double* A, Py_ssize_t n, Py_ssize_t c,
                            Py_ssize_t ld, int act, double* gb)
+    int fp_copy_check_f(float* dst, const float* src, Py_ssize_t n)
+    int fp_copy_check_d(double* dst, const double* src, Py_ssize_t n)
 
 cdef extern from "fp_optim.h" nogil:
     int fp_dispatch_enabled()
@@ -150,6 +152,12 @@ cdef enum:
 cdef enum:
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
+
+
+class NonFiniteRowsError(ValueError):
+    """``train_epoch(check_finite=True)`` found NaN or infinity in a gathered X row;
+    the epoch ran to its end, so the parameters and optimizer state are not usable."""
+
 
 # Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
 # worker threads keep spinning for a while after each GEMM, so an OpenMP team woken
@@ -1116,6 +1124,8 @@ cdef inline void _take_rows(
     const Py_ssize_t* order, Py_ssize_t n_feat, Py_ssize_t n_out,
     floating* x_buf, floating* y_buf, floating* sw_buf,
     const floating** Xb, const floating** Yb, const floating** swb,
+    int* nonfinite,                    # when not NULL: set to 1 if a gathered X row has a
+                                       #   NaN or an infinity (left as is otherwise)
 ) noexcept nogil:
     """Point (Xb, Yb, swb) at a block of rows: gathered by index into the reused
     buffers when ``order`` is given, slices of X, Y, weights otherwise. A sparse X is
@@ -1126,8 +1136,17 @@ cdef inline void _take_rows(
         for r in range(nb):
             src = order[start + r]
             if csr == NULL:
-                memcpy(x_buf + (r0 + r) * n_feat, X + src * n_feat,
-                       n_feat * sizeof(floating))
+                if nonfinite == NULL:
+                    memcpy(x_buf + (r0 + r) * n_feat, X + src * n_feat,
+                           n_feat * sizeof(floating))
+                elif floating is float:
+                    if fp_copy_check_f(x_buf + (r0 + r) * n_feat, X + src * n_feat,
+                                       n_feat):
+                        nonfinite[0] = 1
+                else:
+                    if fp_copy_check_d(x_buf + (r0 + r) * n_feat, X + src * n_feat,
+                                       n_feat):
+                        nonfinite[0] = 1
             memcpy(y_buf + (r0 + r) * n_out, Y + src * n_out, n_out * sizeof(floating))
             if sample_weight != NULL:
                 sw_buf[r0 + r] = sample_weight[src]
@@ -1184,7 +1203,7 @@ cdef int _train_epoch_impl(
     Py_ssize_t batch_size, double alpha,
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int* nonfinite,
 ) except -1 nogil:
     """Minibatch loop; takes the GIL only to check for signals. Subnormals are flushed
     to zero on this thread for the epoch (see fp_denormals_flush)."""
@@ -1202,7 +1221,7 @@ cdef int _train_epoch_impl(
     while start < n:    # n: the number of rows visited (len(order) when order is given)
         nb = batch_size if n - start > batch_size else n - start
         _take_rows(start, nb, 0, X, csr, Y, sample_weight, order, n_feat, n_out,
-                   x_buf, y_buf, sw_buf, &Xb, &Yb, &swb)
+                   x_buf, y_buf, sw_buf, &Xb, &Yb, &swb, nonfinite)
         s = _weight_sum(sample_weight, order, start, nb)
         if s > 0:
             # -- forward, loss + delta, backward --------------------------------------
@@ -1276,6 +1295,7 @@ cdef struct SplitShared:
     double data[2]        # the halves' summed losses
     double sq[2]          # the segments' sums of squared weights
     int stop              # set by thread 0 when a signal handler raised
+    int nonfinite[2]      # per thread: a gathered X row had a NaN or an infinity
 
 
 cdef bint _team_interrupted(int tid, Py_ssize_t b, Py_ssize_t signal_every,
@@ -1317,10 +1337,12 @@ cdef void _split_worker(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
+    bint check_finite,
 ) noexcept nogil:
     """One team member's share of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
     cdef int tid = fp_thread_id(), nt = fp_team_size(), h
+    cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
@@ -1346,7 +1368,7 @@ cdef void _split_worker(
                 r0 = 0 if h == 0 else _split_rows(nb)
                 rows = _split_rows(nb) if h == 0 else nb - r0
                 _take_rows(start + r0, rows, r0, X, csr_h, Y, sample_weight, order,
-                           n_feat, n_out, x_buf, y_buf, sw_buf, &Xb, &Yb, &swb)
+                           n_feat, n_out, x_buf, y_buf, sw_buf, &Xb, &Yb, &swb, bad)
                 sh.data[h] = _half_gradient(
                     net, params, Xb, csr_h, rows, Yb, swb, acts + h * net.work_size,
                     deltas + h * net.work_size, grads if h == 0 else grads2)
@@ -1387,16 +1409,21 @@ cdef int _train_epoch_split(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
+    int* nonfinite,
 ) except -1 nogil:
     """The split-minibatch epoch on a team of ``n_threads`` (1 or 2) threads."""
     cdef SplitShared sh
     sh.data[0] = sh.data[1] = 0.0
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
+    sh.nonfinite[0] = sh.nonfinite[1] = 0
     with parallel(num_threads=n_threads):
         _split_worker(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
                       batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
-                      state_1, state_2, hyper, counter, acc_out, signal_every, &sh)
+                      state_1, state_2, hyper, counter, acc_out, signal_every, &sh,
+                      nonfinite != NULL)
+    if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
+        nonfinite[0] = 1
     return -1 if sh.stop else 0
 
 
@@ -1467,10 +1494,12 @@ cdef void _units_worker(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
+    bint check_finite,
 ) noexcept nogil:
     """One team member's parts of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
     cdef int tid = fp_thread_id(), nt = fp_team_size(), h, l, L = net.n_layers
+    cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
@@ -1502,7 +1531,7 @@ cdef void _units_worker(
                     rows = nb // 2 if h == 0 else nb - r0
                     _take_rows(start + r0, rows, r0, X, NULL, Y, sample_weight, order,
                                n_feat, n_out, x_buf, y_buf, sw_buf, &ignored, &ignored,
-                               &ignored)
+                               &ignored, bad)
                     h += nt
                 Xb = x_buf
                 Yb = y_buf
@@ -1605,16 +1634,21 @@ cdef int _train_epoch_units(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
+    int* nonfinite,
 ) except -1 nogil:
     """The unit-split epoch on a team of ``n_threads`` (1 or 2) threads."""
     cdef SplitShared sh
     sh.data[0] = sh.data[1] = 0.0
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
+    sh.nonfinite[0] = sh.nonfinite[1] = 0
     with parallel(num_threads=n_threads):
         _units_worker(net, params, grads, X, n, Y, sample_weight, order, batch_size,
                       alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2,
-                      hyper, counter, acc_out, signal_every, &sh)
+                      hyper, counter, acc_out, signal_every, &sh,
+                      nonfinite != NULL)
+    if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
+        nonfinite[0] = 1
     return -1 if sh.stop else 0
 
 
@@ -1636,6 +1670,7 @@ cdef inline int _train_epoch_any(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
+    int* nonfinite=NULL,
 ) except -1 nogil:
     """The split driver when ``grads2`` is given, the unit-split one for dense whole
     minibatches on a big enough network, the whole-minibatch one otherwise."""
@@ -1643,16 +1678,16 @@ cdef inline int _train_epoch_any(
         return _train_epoch_split(
             net, params, grads, grads2, X, csr, n, Y, sample_weight, order, batch_size,
             alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper,
-            counter, acc_out, signal_every, 2 if n_threads >= 2 else 1)
+            counter, acc_out, signal_every, 2 if n_threads >= 2 else 1, nonfinite)
     if csr == NULL and _units_split(net, batch_size):
         return _train_epoch_units(
             net, params, grads, X, n, Y, sample_weight, order, batch_size, alpha, acts,
             deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter,
-            acc_out, signal_every, 2 if n_threads >= 2 else 1)
+            acc_out, signal_every, 2 if n_threads >= 2 else 1, nonfinite)
     return _train_epoch_impl(
         net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
         deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,
-        signal_every)
+        signal_every, nonfinite)
 
 
 cdef int _check_epoch(
@@ -1716,6 +1751,7 @@ def train_epoch(
     floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(batch_size) > 0, else unused
     int n_threads,                       # team size for split or unit-split minibatches (1 or
                                          #     2): BLAS must run on one thread when it is 2
+    bint check_finite=False,             # check every gathered X row for NaN and infinity
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -1733,11 +1769,20 @@ def train_epoch(
     ones; ``n_threads=2`` runs the two parts of every layer on two threads). The result
     does not depend on ``n_threads``.
 
+    With ``check_finite`` (and ``order`` given), every X row the epoch gathers is
+    checked for NaN and infinity as it is copied, which costs next to nothing beside a
+    separate pass over X. The epoch still runs to its end (non-finite values are safe
+    for the kernels, only meaningless); then ``NonFiniteRowsError`` is raised, and the
+    caller restores the parameters and the optimizer state it saved before.
+
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
     """
     cdef Py_ssize_t n = X.shape[0], sig
     cdef double acc = 0.0
+    cdef int nonfinite = 0
+    if check_finite and order.shape[0] == 0:
+        raise ValueError("check_finite needs the rows gathered: pass order.")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
@@ -1763,7 +1808,11 @@ def train_epoch(
                 &y_buf[0, 0] if order.shape[0] > 0 else NULL,
                 &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
                 solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-                &hyper[0], &counter[0], &acc, sig)
+                &hyper[0], &counter[0], &acc, sig, &nonfinite if check_finite else NULL)
+        if nonfinite:
+            raise NonFiniteRowsError(
+                "X contains NaN or infinity (found in the rows gathered for training)."
+            )
         return acc
     finally:
         free(net.sizes)
