@@ -390,8 +390,9 @@ class MLPEstimator(BaseEstimator):
         return X, y
 
     def _raise_if_x_nonfinite(self, X, y):
-        """The check ``defer_x_check`` skipped, for a call that fails before its epoch
-        has checked X: scikit-learn's own error when X has NaN or infinity."""
+        """The check ``defer_x_check`` skipped, where the epoch cannot make it (the call
+        failed before its epoch, or X is cast first): scikit-learn's own error when X
+        has NaN or infinity, nothing when its values are finite."""
         if type(X) is np.ndarray and X.dtype.kind == "f":
             with np.errstate(over="ignore", invalid="ignore"):
                 if np.isfinite(X.sum()):
@@ -464,9 +465,7 @@ class MLPEstimator(BaseEstimator):
                 # data is converted instead (a copy, once per call).
                 if x_pending:
                     # checked before the cast, which could turn a large float64 into inf
-                    with np.errstate(over="ignore", invalid="ignore"):
-                        if not (np.isfinite(X.sum()) or np.isfinite(X).all()):
-                            raise core.NonFiniteRowsError("X contains NaN or infinity.")
+                    self._raise_if_x_nonfinite(X, y)
                     x_pending = False
                 X = X.astype(flat.dtype)
                 if sample_weight is not None:
