@@ -6,7 +6,8 @@ fastprop runs a minibatch one of three ways (see README.md, "Threads"):
   more), each half's forward and backward on its own thread;
 - ``units``: every layer's units cut in two parts, each part of every product on its
   own thread (shorter minibatches on a network where rows x n_params reaches
-  ``UNITS_MIN_WORK``);
+  ``UNITS_MIN_WORK``, and minibatches of 128-191 rows where it reaches
+  ``UNITS_OVER_ROWS_WORK``);
 - ``whole``: on the calling thread.
 
 This times one ``core.Trainer`` epoch (Adam, shuffled order, the suite's loss and data)
@@ -43,6 +44,8 @@ def epoch_seconds(key, data, mode, order, epochs):
     coefs, intercepts = init_params(sizes, data.X.dtype)
     old = _kernels._set_split_min_batch(1 if mode == "rows" else 1 << 62)
     old_units = _kernels._set_units_min_work(1 if mode == "units" else 1 << 62)
+    # rows: split lengths stay split by rows on a big network too
+    old_over = _kernels._set_units_over_rows_work(1 << 62)
     try:
         trainer = core.Trainer(sizes, "relu", LOSS[w["task"]], core.pack(coefs, intercepts),
                                "adam")
@@ -55,6 +58,7 @@ def epoch_seconds(key, data, mode, order, epochs):
     finally:
         _kernels._set_split_min_batch(old)
         _kernels._set_units_min_work(old_units)
+        _kernels._set_units_over_rows_work(old_over)
 
 
 def main():
@@ -70,8 +74,11 @@ def main():
     threshold = next(b for b in range(1, 1 << 16) if _kernels.split_rows(b))
     units_min = _kernels._set_units_min_work(1)
     _kernels._set_units_min_work(units_min)
+    over = _kernels._set_units_over_rows_work(1)
+    _kernels._set_units_over_rows_work(over)
     print(f"# in production, minibatches of {threshold}+ rows are split by rows; shorter "
-          f"ones by units when rows x n_params >= {units_min} (else whole)")
+          f"ones by units when rows x n_params >= {units_min} (else whole); up to 191 "
+          f"rows by units when rows x n_params >= {over}")
     modes = ("rows", "units", "whole")
     print("wl   thr    rows s   units s   whole s  rows/whole units/whole  (medians; "
           "per-repeat units/whole)")

@@ -1153,7 +1153,13 @@ def test_unit_split_threshold():
     assert _kernels.unit_split(w2, 32)
     assert _kernels.unit_split(w2, 5)  # 5 x 235k parameters: over a million
     assert not _kernels.unit_split(w2, 4)
-    assert not _kernels.unit_split(w2, 128)  # split by rows instead
+    # the shortest split lengths on a big network: units instead of rows
+    assert _kernels.unit_split(w2, 128) and _kernels.unit_split(w2, 191)
+    assert not _kernels.unit_split(w2, 192)  # split by rows
+    assert not _kernels.unit_split(w2, 1024)
+    assert not _kernels.unit_split(np.array([50, 100, 1], dtype=np.intp), 128)  # rows
+    with _kernel_setting(_kernels._set_units_over_rows_work, 1 << 62):
+        assert not _kernels.unit_split(w2, 128)
     assert not _kernels.unit_split(np.array([64, 64, 10], dtype=np.intp), 32)  # too small
     with units_from(1):
         assert _kernels.unit_split(np.array([1, 1], dtype=np.intp), 1)
@@ -1187,6 +1193,44 @@ def test_unit_split_epoch_matches_numpy_loop(loss, solver, shuffled, weighted, d
         _two_epochs_match_numpy_loop(
             p, params, loss, solver, dtype, rng, shuffled,
             lambda batch_size: _kernels.unit_split(sizes, batch_size))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("solver", ["adam", "sgd-nesterov"])
+def test_short_split_lengths_on_a_big_network_are_cut_by_units(solver, dtype):
+    """Minibatches long enough to split by rows, on a network big enough (scaled down
+    here through the hooks), are cut by units instead: the unit driver runs (it matches
+    the NumPy loop), and one thread and two give the same bits."""
+    from threadpoolctl import threadpool_limits
+
+    p, params = _trainer_problem("log_loss", dtype, activation="relu", weighted=True, n=61,
+                                 sizes=UNIT_SIZES["log_loss"], seed=seed_of("over", solver))
+    sizes = np.array(p.sizes, dtype=np.intp)
+    with split_from(2), _kernel_setting(_kernels._set_units_over_rows_work, 1):
+        assert _kernels.split_rows(20) > 0 and _kernels.unit_split(sizes, 20)
+        _two_epochs_match_numpy_loop(
+            p, params, "log_loss", solver, dtype, np.random.default_rng(5), True,
+            lambda batch_size: _kernels.unit_split(sizes, batch_size))
+        runs = []
+        for nt in (1, 2):
+            with threadpool_limits(limits=nt):
+                trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(),
+                                       **SOLVERS[solver])
+                trainer.run_epoch(p.X, p.Y, batch_size=20, alpha=1e-3,
+                                  order=np.random.default_rng(6).permutation(61))
+            runs.append((trainer.params, trainer.state_1, trainer.state_2))
+        for a, b in zip(*runs):
+            assert_array_equal(a, b)
+        # with the preference off, the same minibatches are split by rows: other bits
+        with _kernel_setting(_kernels._set_units_over_rows_work, 1 << 62):
+            assert not _kernels.unit_split(sizes, 20)
+            trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(),
+                                   **SOLVERS[solver])
+            trainer.run_epoch(p.X, p.Y, batch_size=20, alpha=1e-3,
+                              order=np.random.default_rng(6).permutation(61))
+        assert not np.array_equal(trainer.params, runs[0][0])
+        assert_allclose(trainer.params, runs[0][0], rtol=1e-3 if dtype == np.float32 else 1e-9,
+                        atol=1e-5)
 
 
 def test_unit_split_epoch_skips_zero_weight_batches():

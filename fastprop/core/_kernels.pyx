@@ -1276,7 +1276,9 @@ cdef inline Py_ssize_t _split_rows(Py_ssize_t nb) noexcept nogil:
 
 def split_rows(Py_ssize_t batch_size):
     """Rows of the larger half of a split minibatch of ``batch_size`` rows, or 0 when
-    minibatches of that length run whole (sizes the workspaces: two halves)."""
+    minibatches of that length run whole (sizes the workspaces: two halves). Dense
+    epochs on a big network cut the shortest split lengths by units instead
+    (``unit_split``); the workspaces sized this way hold those too."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     return _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
@@ -1445,6 +1447,15 @@ cdef int _train_epoch_split(
 # Whole minibatches are cut by units when rows x n_params reaches this (about a
 # millisecond of products): below it the barriers cost more than the second core gains.
 cdef Py_ssize_t UNITS_MIN_WORK = 1 << 20
+# Dense minibatches of SPLIT_MIN_BATCH rows up to (not including) UNITS_OVER_ROWS_BATCH
+# are cut by units rather than rows when rows x n_params reaches UNITS_OVER_ROWS_WORK.
+# There each half of a row split packs all of a big layer's weights again for few rows,
+# and steps both halves' gradient buffers. In-process A/B, 784-256-128-10 network
+# (235k parameters), epoch time units / rows: 0.95x at 128 rows on 1 and on 2 threads
+# (less in the VM's slow phases, whose extra memory traffic the second gradient buffer
+# feels); at 200 rows 0.96x on 1 thread but 1.01x on 2.
+cdef Py_ssize_t UNITS_OVER_ROWS_BATCH = 192
+cdef Py_ssize_t UNITS_OVER_ROWS_WORK = 1 << 24
 
 
 cdef inline Py_ssize_t _unit_cut(Py_ssize_t c) noexcept nogil:
@@ -1455,13 +1466,19 @@ cdef inline Py_ssize_t _unit_cut(Py_ssize_t c) noexcept nogil:
 
 
 cdef inline bint _units_split(Net* net, Py_ssize_t batch_size) noexcept nogil:
-    return (batch_size < SPLIT_MIN_BATCH
-            and batch_size >= (UNITS_MIN_WORK + net.n_params - 1) // net.n_params)
+    """Whether dense minibatches of batch_size rows are cut by units: whole-minibatch
+    lengths on a network big enough for two threads, and the shortest split lengths on
+    a big network (see UNITS_OVER_ROWS_BATCH)."""
+    if batch_size < SPLIT_MIN_BATCH:
+        return batch_size >= (UNITS_MIN_WORK + net.n_params - 1) // net.n_params
+    return (batch_size < UNITS_OVER_ROWS_BATCH
+            and batch_size >= (UNITS_OVER_ROWS_WORK + net.n_params - 1) // net.n_params)
 
 
 def unit_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size):
     """Whether dense minibatches of ``batch_size`` rows on a network of layer ``sizes``
-    are cut by units (on a team of up to two threads; the workspaces are the usual)."""
+    are cut by units (on a team of up to two threads; the workspaces are the usual).
+    This takes precedence over ``split_rows`` in ``train_epoch``."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     cdef Net net = _net_new(sizes, ACT_RELU, LOSS_SQUARED, batch_size)
@@ -1478,6 +1495,25 @@ def _set_units_min_work(Py_ssize_t work):
     old = UNITS_MIN_WORK
     UNITS_MIN_WORK = max(work, 1)
     return old
+
+
+def _set_units_over_rows_work(Py_ssize_t work):
+    """Set the smallest rows x n_params whose short split lengths are cut by units
+    instead (for benchmarks and tests; a huge value keeps them split by rows); returns
+    the old one."""
+    global UNITS_OVER_ROWS_WORK
+    old = UNITS_OVER_ROWS_WORK
+    UNITS_OVER_ROWS_WORK = max(work, 1)
+    return old
+
+
+cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
+    """Lay the workspaces out for ``rows`` rows (no more than the Net was made for)."""
+    cdef Py_ssize_t l, off = 0
+    for l in range(net.n_layers):
+        net.a_off[l] = off
+        off += rows * net.sizes[l + 1]
+    net.work_size = off
 
 
 cdef inline void _unit_part(Py_ssize_t c, int h, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
@@ -1764,10 +1800,11 @@ def train_epoch(
     Minibatches of at least ``SPLIT_MIN_BATCH`` rows are split in two halves
     (``split_rows``): the workspaces then hold two halves of ``split_rows(batch_size)``
     rows, ``grads2`` holds the second half's gradient, and ``n_threads=2`` runs the
-    halves (and the optimizer's two segments) on two OpenMP threads. Shorter minibatches
-    are cut by units when ``unit_split(sizes, batch_size)`` (same workspaces as whole
-    ones; ``n_threads=2`` runs the two parts of every layer on two threads). The result
-    does not depend on ``n_threads``.
+    halves (and the optimizer's two segments) on two OpenMP threads. Minibatches are cut
+    by units instead when ``unit_split(sizes, batch_size)``: shorter ones on a big
+    enough network, and the shortest split lengths on a big one (same workspaces as
+    whole ones; ``n_threads=2`` runs the two parts of every layer on two threads). The
+    result does not depend on ``n_threads``.
 
     With ``check_finite`` (and ``order`` given), every X row the epoch gathers is
     checked for NaN and infinity as it is copied, which costs next to nothing beside a
@@ -1785,9 +1822,12 @@ def train_epoch(
         raise ValueError("check_finite needs the rows gathered: pass order.")
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
-    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else batch_size)
+    cdef Py_ssize_t half = 0
+    cdef Net net = _net_new(sizes, activation, loss, batch_size)
     try:
+        if batch_size >= SPLIT_MIN_BATCH and not _units_split(&net, batch_size):
+            half = _split_rows(batch_size)
+            _net_set_rows(&net, half)
         _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
