@@ -252,6 +252,15 @@ cdef struct Net:
     int n_threads
 
 
+cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
+    """Lay the workspaces out for ``rows`` rows (within the overflow bound that _net_new checked)."""
+    cdef Py_ssize_t l, off = 0
+    for l in range(net.n_layers):
+        net.a_off[l] = off
+        off += rows * net.sizes[l + 1]
+    net.work_size = off
+
+
 cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
                   Py_ssize_t rows) except *:
     """Fill a Net; the caller frees net.sizes (one block holds all four arrays)."""
@@ -296,11 +305,7 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
         net.b_off[l] = off
         off += sizes[l + 1]
     net.n_params = off
-    off = 0
-    for l in range(L):
-        net.a_off[l] = off
-        off += rows * sizes[l + 1]
-    net.work_size = off
+    _net_set_rows(&net, rows)
     net.activation = activation
     net.loss = loss
     net.n_threads = fp_omp_max_threads()
@@ -1117,6 +1122,14 @@ def adam_update(
 # The epoch driver
 # ---------------------------------------------------------------------------------------
 
+cdef inline bint _copy_check(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    """dst[:n] = src[:n]; whether src[:n] holds a NaN or an infinity (csrc/fp_layer.h)."""
+    if floating is float:
+        return fp_copy_check_f(dst, src, n)
+    else:
+        return fp_copy_check_d(dst, src, n)
+
+
 cdef inline void _take_rows(
     Py_ssize_t start, Py_ssize_t nb,   # rows order[start:start + nb], or start.. in place
     Py_ssize_t r0,                     # where they go in the gathering buffers
@@ -1139,14 +1152,8 @@ cdef inline void _take_rows(
                 if nonfinite == NULL:
                     memcpy(x_buf + (r0 + r) * n_feat, X + src * n_feat,
                            n_feat * sizeof(floating))
-                elif floating is float:
-                    if fp_copy_check_f(x_buf + (r0 + r) * n_feat, X + src * n_feat,
-                                       n_feat):
-                        nonfinite[0] = 1
-                else:
-                    if fp_copy_check_d(x_buf + (r0 + r) * n_feat, X + src * n_feat,
-                                       n_feat):
-                        nonfinite[0] = 1
+                elif _copy_check(x_buf + (r0 + r) * n_feat, X + src * n_feat, n_feat):
+                    nonfinite[0] = 1
             memcpy(y_buf + (r0 + r) * n_out, Y + src * n_out, n_out * sizeof(floating))
             if sample_weight != NULL:
                 sw_buf[r0 + r] = sample_weight[src]
@@ -1505,15 +1512,6 @@ def _set_units_over_rows_work(Py_ssize_t work):
     old = UNITS_OVER_ROWS_WORK
     UNITS_OVER_ROWS_WORK = max(work, 1)
     return old
-
-
-cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
-    """Lay the workspaces out for ``rows`` rows (no more than the Net was made for)."""
-    cdef Py_ssize_t l, off = 0
-    for l in range(net.n_layers):
-        net.a_off[l] = off
-        off += rows * net.sizes[l + 1]
-    net.work_size = off
 
 
 cdef inline void _unit_part(Py_ssize_t c, int h, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
