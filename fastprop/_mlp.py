@@ -69,6 +69,111 @@ def _lbfgs_iprint_options(iprint):
     return _get_additional_lbfgs_options_dict("iprint", iprint)
 
 
+class _CallSnapshot:
+    """What one ``fit`` / ``partial_fit`` call may change, saved before it changes any
+    of it, so that a call that fails (bad data found late, a float32 overflow, weights
+    that became non-finite, an exception escaping the solver) leaves the model bitwise
+    as it was, whatever it was: unfitted, fitted, or mid-way through ``partial_fit``s.
+
+    Attribute bindings are saved as they are; what a call changes in place is copied:
+    the flat parameter vector (``coefs_`` / ``intercepts_`` are its views), the kept
+    optimizer's state, the lists training appends to, and the state of a
+    ``RandomState`` passed as ``random_state``."""
+
+    def __init__(self, est):
+        self.est = est
+        self.attrs = dict(est.__dict__)
+        flat = self.attrs.get("_flat")
+        self.flat = None if flat is None else flat.copy()
+        opt = self.attrs.get("_optimizer")
+        self.optimizer = None if opt is None else _EpochStart(opt, params=False)
+        self.lists = {name: list(value) for name, value in self.attrs.items()
+                      if name in ("loss_curve_", "validation_scores_")
+                      and isinstance(value, list)}
+        rs = est.random_state
+        self.rng = rs if isinstance(rs, np.random.RandomState) else None
+        self.rng_state = None if self.rng is None else self.rng.get_state()
+
+    def restore(self):
+        est = self.est
+        est.__dict__.clear()
+        est.__dict__.update(self.attrs)
+        if self.flat is not None:
+            np.copyto(self.attrs["_flat"], self.flat)
+        if self.optimizer is not None:
+            self.optimizer.restore()
+        for name, items in self.lists.items():
+            self.attrs[name][:] = items
+        if self.rng is not None:
+            self.rng.set_state(self.rng_state)
+
+
+class _EpochStart:
+    """A ``core.Trainer``'s state (optimizer state, step count, learning rate, which
+    parameter vector it trains, and with ``params`` that vector's values) and
+    optionally a ``RandomState``'s, saved before an epoch so that an epoch that does not
+    complete (an interrupt) can be undone. Buffers are allocated once; ``save`` refills
+    them."""
+
+    def __init__(self, opt, rng=None, params=True):
+        self.opt = opt
+        self.rng = rng
+        self.with_params = params
+        self.params = None
+        self.state_1 = np.empty_like(opt.state_1)
+        self.state_2 = np.empty_like(opt.state_2)
+        self.counter = np.empty_like(opt.counter)
+        self.hyper = np.empty_like(opt.hyper)
+        self.save()
+
+    def save(self):
+        opt = self.opt
+        self.params_ref = opt.params
+        if self.with_params and opt.params is not None:
+            if self.params is None or self.params.shape != opt.params.shape:
+                self.params = np.empty_like(opt.params)
+            np.copyto(self.params, opt.params)
+        np.copyto(self.state_1, opt.state_1)
+        np.copyto(self.state_2, opt.state_2)
+        np.copyto(self.counter, opt.counter)
+        np.copyto(self.hyper, opt.hyper)
+        self.rng_state = None if self.rng is None else self.rng.get_state()
+
+    def restore(self):
+        opt = self.opt
+        opt.params = self.params_ref
+        if self.with_params and self.params_ref is not None:
+            np.copyto(self.params_ref, self.params)
+        np.copyto(opt.state_1, self.state_1)
+        np.copyto(opt.state_2, self.state_2)
+        np.copyto(opt.counter, self.counter)
+        np.copyto(opt.hyper, self.hyper)
+        if self.rng is not None:
+            self.rng.set_state(self.rng_state)
+
+
+class _PartialFitInterrupted(Exception):
+    """An interrupt (KeyboardInterrupt) arrived during partial_fit's epoch: ``_fit``
+    puts the model back as it was before the call and warns, as fit does."""
+
+
+def _check_castable(name, a, dtype):
+    """Raise a ValueError naming the overflow when casting the finite array ``a`` (or
+    a sparse matrix's values) to float32 would turn some of its values into infinity."""
+    if np.dtype(dtype) != np.float32 or a is None:
+        return
+    values = a.data if sp.issparse(a) else a
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or values.size == 0:
+        return
+    limit = np.finfo(np.float32).max
+    if values.max() > limit or values.min() < -limit:
+        raise ValueError(
+            f"{name} has values beyond float32's range (|value| > {limit:.7g}), which "
+            f"this float32 model would turn into infinity. Scale {name}, or train a "
+            "float64 model (fit it on float64 data)."
+        )
+
+
 class MLPEstimator(BaseEstimator):
     """Base class of fastprop's multilayer perceptrons: fit, partial_fit, predict.
 
@@ -422,13 +527,20 @@ class MLPEstimator(BaseEstimator):
             incremental and not first_pass and self.solver in _STOCHASTIC_SOLVERS
             and self.shuffle and not self.early_stopping
         )
-        args = (X, y, sample_weight, incremental, first_pass, hidden_layer_sizes)
-        if not defer:
-            return self._fit_validated(*args, False)
+        # a call that fails leaves the model as it was (see _CallSnapshot)
+        snapshot = _CallSnapshot(self)
         try:
-            return self._fit_validated(*args, True)
-        except ValueError:
-            self._raise_if_x_nonfinite(X, y)
+            return self._fit_validated(X, y, sample_weight, incremental, first_pass,
+                                       hidden_layer_sizes, defer)
+        except _PartialFitInterrupted:
+            # partial_fit's one epoch did not complete: the call changes nothing
+            snapshot.restore()
+            warnings.warn("Training interrupted by user.")
+            return self
+        except BaseException as exc:
+            snapshot.restore()
+            if defer and isinstance(exc, ValueError):
+                self._raise_if_x_nonfinite(X, y)
             raise
 
     def _fit_validated(self, X, y, sample_weight, incremental, first_pass,
@@ -467,9 +579,12 @@ class MLPEstimator(BaseEstimator):
                     # checked before the cast, which could turn a large float64 into inf
                     self._raise_if_x_nonfinite(X, y)
                     x_pending = False
+                _check_castable("X", X, flat.dtype)
+                _check_castable("sample_weight", sample_weight, flat.dtype)
                 X = X.astype(flat.dtype)
                 if sample_weight is not None:
                     sample_weight = sample_weight.astype(flat.dtype)
+        _check_castable("y", y, X.dtype)
         Y = np.ascontiguousarray(y, dtype=X.dtype)
 
         if self.solver in _STOCHASTIC_SOLVERS:
@@ -492,18 +607,21 @@ class MLPEstimator(BaseEstimator):
             sample_weight=sample_weight,
         )
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
-        opt_res = scipy.optimize.minimize(
-            f,
-            self._flat_params().astype(np.float64),
-            method="L-BFGS-B",
-            jac=True,
-            options={
-                "maxfun": self.max_fun,
-                "maxiter": self.max_iter,
-                "gtol": self.tol,
-                **_lbfgs_iprint_options(iprint),
-            },
-        )
+        # BLAS on one thread for the whole fit: SciPy's step between two passes calls
+        # it too, and its multi-threaded dot products round by thread count
+        with core.blas_held():
+            opt_res = scipy.optimize.minimize(
+                f,
+                self._flat_params().astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                    **_lbfgs_iprint_options(iprint),
+                },
+            )
         self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
         self.loss_ = float(opt_res.fun)
         flat = self._flat_params()
@@ -583,23 +701,27 @@ class MLPEstimator(BaseEstimator):
         sw_core = None
         if sample_weight is not None:
             sw_core = np.ascontiguousarray(sample_weight, dtype=flat.dtype)
-        last_good = np.empty_like(flat)
         # check_x: the first epoch must visit every row, gathered (it checks them)
         check_x = check_x and not in_place and n_samples == n_all
-        if check_x:
-            saved = (opt.state_1.copy(), opt.state_2.copy(), opt.counter.copy(),
-                     self._random_state.get_state(), getattr(self, "n_iter_", None))
+        # fit's model at the start of the epoch in progress, for an interrupt to go back
+        # to (partial_fit's is the call's snapshot, which _fit restores). The random
+        # state is part of it when it is the user's RandomState: an int seed makes a
+        # new one each call.
+        epoch_start = None if incremental else _EpochStart(
+            opt, rng=self._random_state if isinstance(
+                self.random_state, np.random.RandomState) else None)
 
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
+                if epoch_start is not None and it > 0:
+                    epoch_start.save()
                 if self.shuffle:
                     # sklearn.utils.shuffle(sample_idx, random_state=...), the same
                     # draws, without its per-call validation
                     perm = np.arange(sample_idx.shape[0])
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
-                np.copyto(last_good, flat)
                 tic = time.perf_counter()
                 try:
                     accumulated_loss = opt.run_epoch(
@@ -609,22 +731,19 @@ class MLPEstimator(BaseEstimator):
                         check_finite=check_x,
                     )
                 except KeyboardInterrupt:
-                    # keep the weights of the last completed epoch
-                    np.copyto(flat, last_good)
+                    # An epoch that was still checking X finishes the check first: X
+                    # with NaN or infinity fails the call with scikit-learn's error
+                    # (and _fit puts the model back as it was before the call).
+                    if check_x:
+                        self._raise_if_x_nonfinite(X, Y)
+                    if incremental:
+                        raise _PartialFitInterrupted() from None
+                    # fit keeps the model of the last completed epoch: its weights,
+                    # optimizer state and random state
+                    epoch_start.restore()
                     raise
-                except core.NonFiniteRowsError:
-                    # X had NaN or infinity: the call fails as if it had been checked
-                    # first, leaving the model (and the random state) as they were
-                    np.copyto(flat, last_good)
-                    np.copyto(opt.state_1, saved[0])
-                    np.copyto(opt.state_2, saved[1])
-                    np.copyto(opt.counter, saved[2])
-                    self._random_state.set_state(saved[3])
-                    if saved[4] is None:
-                        del self.n_iter_
-                    else:
-                        self.n_iter_ = saved[4]
-                    raise
+                # NonFiniteRowsError (X had NaN or infinity) goes up to _fit, which puts
+                # the model back as it was and raises scikit-learn's error
                 check_x = False
                 elapsed = time.perf_counter() - tic
                 self.n_iter_ += 1
@@ -765,16 +884,27 @@ class MLPEstimator(BaseEstimator):
     # -- prediction -------------------------------------------------------------------
 
     def _forward_pass_fast(self, X, check_input=True):
-        """The network's output for X (after the output activation)."""
+        """The network's output for X (after the output activation).
+
+        A float32 model computes in float32. Where that overflows (float64 X beyond
+        float32's range, or products past it), its output would be infinite or NaN:
+        the output is then computed in float64, as scikit-learn computes float64 X,
+        and returned in float32 where it fits, else in float64."""
         if check_input:
             X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         flat, units = self._predict_params()
-        if X.dtype != flat.dtype:
-            X = X.astype(flat.dtype)
-        return core.forward_flat(
-            flat, units, X, activation=self.activation,
-            loss=_CORE_LOSS[self.out_activation_],
-        )
+        kw = dict(activation=self.activation, loss=_CORE_LOSS[self.out_activation_])
+        with np.errstate(over="ignore"):
+            Xc = X if X.dtype == flat.dtype else X.astype(flat.dtype)
+        out = core.forward_flat(flat, units, Xc, **kw)
+        if flat.dtype == np.float32 and not np.isfinite(out).all():
+            out64 = core.forward_flat(flat.astype(np.float64), units,
+                                      X.astype(np.float64), **kw)
+            with np.errstate(over="ignore"):
+                out = out64.astype(np.float32)
+            if np.isfinite(out64).all() and not np.isfinite(out).all():
+                out = out64
+        return out
 
     def _score_with_function(self, X, y, sample_weight, score_function):
         y_pred = self._predict(X, check_input=False)

@@ -2113,19 +2113,22 @@ def test_partial_fit_checks_x_in_its_epoch_and_fails_as_scikit_learn(Est, dtype,
     assert str(ours.value) == str(theirs.value)
 
 
-@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_partial_fit_casts_after_checking_the_data_it_was_given():
-    """A float64 X on a float32 model is checked before the cast: huge finite values
-    are accepted (they become inf in float32, as in scikit-learn's path), NaN is not."""
+    """A float64 X on a float32 model is checked before the cast: NaN gets
+    scikit-learn's error, and finite values beyond float32's range (which the cast
+    would make infinite) a clear error naming the overflow; the model is untouched."""
     rng = np.random.default_rng(8)
     X = rng.normal(size=(60, 4))
     y = rng.normal(size=60)
     est = MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, random_state=0)
     est.partial_fit(X.astype(np.float32), y)
+    before = [a.copy() for a in est.coefs_ + est.intercepts_]
     huge = X.copy()
     huge[:, 0] = np.finfo(np.float64).max  # finite, its sum is not; inf in float32
-    with pytest.raises(ValueError, match="non-finite parameter weights"):
+    with pytest.raises(ValueError, match="X has values beyond float32's range"):
         est.partial_fit(huge, y)
+    for a, b in zip(est.coefs_ + est.intercepts_, before):
+        assert_array_equal(a, b)
     est = MLPRegressor(hidden_layer_sizes=(5,), batch_size=16, random_state=0)
     est.partial_fit(X.astype(np.float32), y)
     bad = X.copy()

@@ -1411,6 +1411,11 @@ def _sub_interrupt(case):
     equal = all(np.array_equal(a, b) for a, b in zip(
         list(est.coefs_) + list(est.intercepts_), list(ref.coefs_) + list(ref.intercepts_)))
     print("EQUAL", equal, flush=True)
+    # the optimizer's state is that of the last completed epoch too
+    o, r = est._optimizer, ref._optimizer
+    print("OPTIMIZER", all(np.array_equal(a, b) for a, b in zip(
+        (o.state_1, o.state_2, o.counter, o.hyper), (r.state_1, r.state_2, r.counter, r.hyper))),
+        flush=True)
     print("LOSS_CURVE", est.loss_curve_ == ref.loss_curve_, flush=True)
     print("DONE", flush=True)
 
@@ -1422,8 +1427,8 @@ class TestLatency:
     @pytest.mark.parametrize("case", list(INTERRUPT_CASES))
     def test_sigint_during_fit_keeps_last_completed_epoch(self, case):
         """SIGINT ~1 s into a long fit: fit returns within ~1 s, with scikit-learn's
-        "Training interrupted by user." warning, a usable model, and coefs_ bitwise equal
-        to a fit of exactly n_iter_ epochs (one thread, so bitwise is meaningful)."""
+        "Training interrupted by user." warning, a usable model, and coefs_ and the
+        optimizer's state bitwise equal to a fit of exactly n_iter_ epochs."""
         code = (f"import sys; sys.path.insert(0, {TESTS_DIR!r}); import test_reliability as t;"
                 f" t._sub_interrupt({case!r})")
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
@@ -1468,6 +1473,7 @@ class TestLatency:
         assert n_iter >= 1 and n_iter == n_curve, report
         assert fields["PREDICT"] == "True", report
         assert fields["EQUAL"] == "True", report
+        assert fields["OPTIMIZER"] == "True", report
         assert fields["LOSS_CURVE"] == "True", report
 
 

@@ -28,7 +28,7 @@ from .._validation import (
     check_sgd_hyper,
 )
 from . import _kernels
-from ._team import split_team
+from ._team import blas_held, split_team
 
 __all__ = [
     "loss_and_gradients",
@@ -37,6 +37,7 @@ __all__ = [
     "adam_update",
     "Trainer",
     "LossGradient",
+    "blas_held",
     "pack",
     "unpack",
     "ACTIVATION_CODES",

@@ -82,49 +82,17 @@ cdef extern from "fp_optim.h" nogil:
                      double* v, Py_ssize_t n_coef, Py_ssize_t n, double scale,
                      double alpha, double step, double b1, double b2, double eps)
 
-cdef extern from *:
-    """
-    #ifdef _OPENMP
-    #include <omp.h>
-    static int fp_omp_max_threads(void) { return omp_get_max_threads(); }
-    static int fp_has_openmp(void) { return 1; }
-    #else
-    static int fp_omp_max_threads(void) { return 1; }
-    static int fp_has_openmp(void) { return 0; }
-    #endif
-    """
-    int fp_omp_max_threads() noexcept nogil
-    int fp_has_openmp() noexcept nogil
-
-cdef extern from *:
-    """
-    /* A team's helpers: barrier, size and rank, and a stop flag that one thread sets
-       and the others poll (atomic, so the poll sees the store). */
-    #ifdef _OPENMP
-    #define FP_BARRIER() _Pragma("omp barrier")
-    static int fp_team_size(void) { return omp_get_num_threads(); }
-    static int fp_thread_id(void) { return omp_get_thread_num(); }
-    static int fp_flag_get(int *p) { int v;
-    #pragma omp atomic read
-        v = *p;
-        return v; }
-    static void fp_flag_set(int *p) {
-    #pragma omp atomic write
-        *p = 1;
-    }
-    #else
-    #define FP_BARRIER()
-    static int fp_team_size(void) { return 1; }
-    static int fp_thread_id(void) { return 0; }
-    static int fp_flag_get(int *p) { return *p; }
-    static void fp_flag_set(int *p) { *p = 1; }
-    #endif
-    """
-    void FP_BARRIER() noexcept nogil
-    int fp_team_size() noexcept nogil
-    int fp_thread_id() noexcept nogil
-    int fp_flag_get(int* p) noexcept nogil
-    void fp_flag_set(int* p) noexcept nogil
+cdef extern from "fp_team.h" nogil:
+    int fp_team_init()
+    int fp_team_usable()
+    int fp_team_threads(int n)
+    int fp_omp_max_threads()
+    int fp_has_openmp()
+    void FP_BARRIER()
+    int fp_team_size()
+    int fp_thread_id()
+    int fp_flag_get(int* p)
+    void fp_flag_set(int* p)
 
 cdef extern from "Python.h":
     # declared noexcept: the epoch driver restores the FPU state before propagating
@@ -185,8 +153,19 @@ SIMD_DISPATCH = bool(fp_dispatch_enabled())
 
 
 def openmp_max_threads():
-    """Threads an OpenMP parallel region would use now (1 without OpenMP)."""
+    """Threads an OpenMP parallel region started now from this thread would use (1
+    without OpenMP, and 1 in a forked child's copy of a thread that ran a team)."""
     return fp_omp_max_threads()
+
+
+def team_usable():
+    """False in a forked child's copy of a thread that had started an OpenMP team
+    before the fork: its passes then run on that thread alone (csrc/fp_team.h)."""
+    return bool(fp_team_usable())
+
+
+if fp_team_init() != 0:
+    raise ImportError("fastprop: pthread_atfork failed to register the fork guard")
 
 
 # ---------------------------------------------------------------------------------------
@@ -331,9 +310,11 @@ cdef void _bias_activation(
 ) noexcept nogil:
     """One pass over a GEMM output: add the intercepts and apply the activation."""
     cdef Py_ssize_t i
+    cdef int team
     if n_threads > 1 and n * c >= PARALLEL_MIN_ENTRIES:
         # Purely elementwise: the result does not depend on the thread count.
-        for i in prange(n, schedule="static", num_threads=n_threads):
+        team = fp_team_threads(n_threads)
+        for i in prange(n, schedule="static", num_threads=team):
             _bias_activation_cols(Z + i * c, c, b, 1, c, activation)
     else:
         _bias_activation_cols(Z, c, b, n, c, activation)
@@ -857,6 +838,7 @@ cdef int _loss_grad_impl(
                                  -1, check_signals != 0, &stop)
     else:
         part[0] = part[1] = 0.0
+        n_threads = fp_team_threads(n_threads)
         with parallel(num_threads=n_threads):
             _loss_grad_halves(net, params, X, csr, n, Y, sw, grads, grads2, acts, deltas,
                               rows, check_signals != 0, &stop, part)
@@ -1426,6 +1408,7 @@ cdef int _train_epoch_split(
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
     sh.nonfinite[0] = sh.nonfinite[1] = 0
+    n_threads = fp_team_threads(n_threads)
     with parallel(num_threads=n_threads):
         _split_worker(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
                       batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
@@ -1676,6 +1659,7 @@ cdef int _train_epoch_units(
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
     sh.nonfinite[0] = sh.nonfinite[1] = 0
+    n_threads = fp_team_threads(n_threads)
     with parallel(num_threads=n_threads):
         _units_worker(net, params, grads, X, n, Y, sample_weight, order, batch_size,
                       alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2,

@@ -16,16 +16,26 @@ thread:
   while the elementwise work waits (benchmarks/README.md); one thread also makes their
   result independent of the thread count.
 
+An L-BFGS fit holds BLAS at one thread for the whole fit (``blas_held``), not only for
+its passes: SciPy's L-BFGS-B step between two passes calls BLAS too (dot products over
+the parameter vector), and a multi-threaded dot product rounds by thread count.
+
 BLAS is held at one thread through threadpoolctl, as scikit-learn's KMeans holds it
-around its own OpenMP loops: the first pass in limits it (from whichever thread it runs
-on), the last one out gives it back, so fits in several threads never see it change
-under them. The team goes to a split or unit-split pass that starts while no other pass
-runs; passes of fits running side by side each keep to their own thread (the same
-result), so threads do not oversubscribe the cores.
+around its own OpenMP loops: the first hold limits it (from whichever thread it runs
+on), the last one released gives it back, so fits in several threads never see it
+change under them. The team goes to a split or unit-split pass that starts while no
+other pass runs; passes of fits running side by side each keep to their own thread
+(the same result), so threads do not oversubscribe the cores.
+
+After ``os.fork()`` the child starts with no holds and no passes (the threads that held
+them are not in the child), and gives back a BLAS limit that a pass of the parent held
+at the moment of the fork. The compiled side keeps the child's copy of a thread that ran
+a team from starting another (csrc/fp_team.h).
 """
 
 import ctypes
 import itertools
+import os
 import threading
 from contextlib import contextmanager
 
@@ -34,9 +44,11 @@ import numpy as np
 from . import _kernels
 
 _lock = threading.Lock()
-_running = 0  # passes in progress
-_limiter = None  # threadpoolctl's limiter while passes hold BLAS at one thread
+_holds = 0  # BLAS holds in progress: training passes and whole L-BFGS fits
+_passes = 0  # training passes in progress (the team goes to one that starts alone)
+_limiter = None  # what gives BLAS back, while holds keep it at one thread
 _blas = None  # a ThreadpoolController over the BLAS libraries, or False if none is seen
+_generation = 0  # bumped by fork: holds and passes of the parent are not the child's
 
 
 class _OpenBLASDirect:
@@ -134,28 +146,68 @@ def _team_pass(rows, sizes):
 
 
 @contextmanager
+def blas_held():
+    """Hold BLAS at one thread for the duration; yield whether the hold took. Holds
+    nest and count process-wide: BLAS is given back when the last one ends."""
+    global _holds, _limiter
+    with _lock:
+        generation = _generation
+        if _holds == 0:
+            _limiter = _hold_blas()
+        _holds += 1
+        held = _limiter is not None
+    try:
+        yield held
+    finally:
+        with _lock:
+            if generation == _generation:  # else a fork reset the count in this child
+                _holds -= 1
+                if _holds == 0 and _limiter is not None:
+                    _release_blas(_limiter)
+                    _limiter = None
+
+
+@contextmanager
 def split_team(rows, sizes=None):
     """Enter a training pass over minibatches (or blocks) of ``rows`` rows; yield the
     team size to pass to the kernel (1 or 2; always 1 for a whole pass). ``sizes`` (the
     network's layer sizes) marks an epoch over dense minibatches, whose whole minibatches
     may be cut by units instead (``_kernels.unit_split``)."""
-    global _running, _limiter
-    with _lock:
-        if _running == 0:
-            _limiter = _hold_blas()
-        alone = _running == 0
-        _running += 1
+    global _passes
+    with blas_held() as held:
+        with _lock:
+            generation = _generation
+            alone = _passes == 0
+            _passes += 1
         n_threads = 1
         # the team goes to a split pass that starts alone: fits running side by side
         # each keep to their own thread rather than oversubscribe the cores
-        if (alone and _team_pass(rows, sizes) and _limiter is not None
+        if (alone and held and _team_pass(rows, sizes)
                 and _kernels.openmp_max_threads() >= 2):
             n_threads = 2
-    try:
-        yield n_threads
-    finally:
-        with _lock:
-            _running -= 1
-            if _running == 0 and _limiter is not None:
-                _release_blas(_limiter)
-                _limiter = None
+        try:
+            yield n_threads
+        finally:
+            with _lock:
+                if generation == _generation:
+                    _passes -= 1
+
+
+def _after_fork_in_child():
+    """The child of ``os.fork()`` has only the forking thread: no pass nor hold of the
+    parent's other threads will ever end here. Start from none, with a fresh lock (one
+    of them may have held it), and give back a BLAS limit they held."""
+    global _lock, _holds, _passes, _limiter, _generation
+    _lock = threading.Lock()
+    _generation += 1
+    _holds = _passes = 0
+    limiter, _limiter = _limiter, None
+    if limiter is not None:
+        try:
+            _release_blas(limiter)
+        except Exception:  # noqa: BLE001 - never fail the fork over a thread count
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
