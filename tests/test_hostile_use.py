@@ -326,12 +326,14 @@ print(json.dumps(result))
 '''
 
 
-@pytest.mark.parametrize("case", ["nan-first", "interrupt-first", "inf-last-clean-first"])
-def test_interrupt_of_partial_fit_on_nonfinite_x_keeps_the_model(tmp_path, case):
+@pytest.mark.parametrize("case,delay", [
+    ("nan-first", "0.3"), ("nan-first", "0.1"), ("interrupt-first", "0.3"),
+    ("interrupt-first", "0.6"), ("inf-last-clean-first", "0.3")])
+def test_interrupt_of_partial_fit_on_nonfinite_x_keeps_the_model(tmp_path, case, delay):
     """SIGINT during a ``partial_fit`` whose X holds NaN or infinity, found by the
     epoch before the interrupt or after it: scikit-learn's error, and the model
     (weights, both optimizer states, step count, n_iter_, t_, loss curve) as it was."""
-    out = run_script(tmp_path, INTERRUPT, env={"FP_CASE": case, "FP_DELAY": "0.3",
+    out = run_script(tmp_path, INTERRUPT, env={"FP_CASE": case, "FP_DELAY": delay,
                                                "OMP_NUM_THREADS": "2"})
     assert not out["late_interrupt"], f"the interrupt came after the call: {out}"
     assert out["outcome"] == "ValueError", out
@@ -341,12 +343,14 @@ def test_interrupt_of_partial_fit_on_nonfinite_x_keeps_the_model(tmp_path, case)
     assert out["unchanged"] and out["same_as_twin"], out
 
 
-def test_interrupt_of_partial_fit_on_clean_x_undoes_the_epoch(tmp_path):
+@pytest.mark.parametrize("delay,threads", [("0.1", "2"), ("0.3", "2"), ("0.3", "1"),
+                                           ("0.6", "4")])
+def test_interrupt_of_partial_fit_on_clean_x_undoes_the_epoch(tmp_path, delay, threads):
     """SIGINT during a clean ``partial_fit``: scikit-learn's warning, and the model as
     it was before the call (its only epoch did not complete), optimizer state included,
     so later calls train exactly as its twin's."""
-    out = run_script(tmp_path, INTERRUPT, env={"FP_CASE": "clean", "FP_DELAY": "0.3",
-                                               "OMP_NUM_THREADS": "2"})
+    out = run_script(tmp_path, INTERRUPT, env={"FP_CASE": "clean", "FP_DELAY": delay,
+                                               "OMP_NUM_THREADS": threads})
     assert not out["late_interrupt"], out
     assert out["outcome"] == "returned", out
     assert "Training interrupted by user." in out["warnings"], out
