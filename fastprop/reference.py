@@ -36,7 +36,7 @@ import numpy as np
 
 from ._validation import LOSSES, check_forward_args, check_loss_args
 
-__all__ = ["loss_and_gradients", "forward", "sgd_update", "adam_update"]
+__all__ = ["loss_and_gradients", "forward", "input_gradients", "sgd_update", "adam_update"]
 
 
 # -- activations: f(Z) and f'(Z) written in terms of A = f(Z) -------------------------
@@ -105,6 +105,51 @@ def forward(coefs, intercepts, X, *, activation, loss):
         last = layer == len(coefs) - 1
         A = _activate(Z, LOSSES[loss] if last else activation)
     return A
+
+
+def _output_jacobian(P, loss, k):
+    """d P[:, k] / d Z_L, row by row: (n, n_outputs). The output activations act per
+    output except softmax, whose every output depends on every logit."""
+    out = np.zeros_like(P)
+    g = LOSSES[loss]
+    if g == "identity":
+        out[:, k] = 1
+    elif g == "exp":
+        out[:, k] = P[:, k]
+    elif g == "logistic":
+        out[:, k] = P[:, k] * (1 - P[:, k])
+    else:  # softmax: dP_k / dZ_j = P_k (delta_kj - P_j)
+        out[:] = -P[:, k:k + 1] * P
+        out[:, k] += P[:, k]
+    return out
+
+
+def input_gradients(coefs, intercepts, X, *, activation, loss):
+    """The derivatives of the network's outputs with respect to its inputs.
+
+    Returns an array of shape (n_samples, n_outputs, n_features) whose entry [i, k, j]
+    is d P[i, k] / d X[i, j], P = ``forward(...)`` (after the output activation). Each
+    output is one backward pass, the chain rule from d P_k / d Z_L down to the input:
+
+        delta_L = d P_k / d Z_L
+        delta_{l-1} = (delta_l W_l^T) * f'(Z_{l-1})      l = L..2
+        d P_k / d X = delta_1 W_1^T
+    """
+    coefs, intercepts, X, sizes, dtype = check_forward_args(
+        coefs, intercepts, X, activation, loss
+    )
+    L = len(coefs)
+    A = [X]
+    for l in range(L - 1):
+        A.append(_activate(A[-1] @ coefs[l] + intercepts[l], activation))
+    P = _activate(A[-1] @ coefs[-1] + intercepts[-1], LOSSES[loss])
+    out = np.empty((X.shape[0], P.shape[1], X.shape[1]), dtype=dtype)
+    for k in range(P.shape[1]):
+        delta = _output_jacobian(P, loss, k)
+        for l in range(L - 1, 0, -1):
+            delta = (delta @ coefs[l].T) * _derivative(A[l], activation)
+        out[:, k, :] = delta @ coefs[0].T
+    return out
 
 
 def loss_and_gradients(

@@ -8,6 +8,7 @@ Public functions mirror ``fastprop.reference`` name for name:
 
 - ``loss_and_gradients(coefs, intercepts, X, Y, *, activation, loss, alpha, sample_weight)``
 - ``forward(coefs, intercepts, X, *, activation, loss)``
+- ``input_gradients(coefs, intercepts, X, *, activation, loss)``
 - ``sgd_update`` / ``adam_update`` on flat vectors
 
 and ``Trainer`` holds the buffers of one network's minibatch training and runs whole
@@ -33,6 +34,7 @@ from ._team import blas_held, split_team
 __all__ = [
     "loss_and_gradients",
     "forward",
+    "input_gradients",
     "sgd_update",
     "adam_update",
     "Trainer",
@@ -242,6 +244,38 @@ def forward_flat(params, sizes, X, *, activation, loss):
         _kernels.forward_csr(*args, *csr_parts(X), out, acts, rows)
     else:
         _kernels.forward(*args, np.ascontiguousarray(X), out, acts, rows)
+    return out
+
+
+def input_gradients(coefs, intercepts, X, *, activation, loss):
+    """Compiled twin of :func:`fastprop.reference.input_gradients`: d P[i, k] / d X[i, j]
+    as an array of shape (n_samples, n_outputs, n_features)."""
+    coefs, intercepts, X, sizes, dtype = check_forward_args(
+        coefs, intercepts, X, activation, loss
+    )
+    return input_gradients_flat(pack(coefs, intercepts), sizes, X, activation=activation,
+                                loss=loss)
+
+
+def input_gradients_flat(params, sizes, X, *, activation, loss):
+    """``input_gradients`` on a flat parameter vector, for callers that validated
+    already. X is a dense array or a scipy sparse matrix of ``params``'s dtype. One
+    forward pass per block of rows and one backward pass per output, without the GIL."""
+    n = X.shape[0]
+    out = np.empty((n, sizes[-1], sizes[0]), dtype=params.dtype)
+    if n == 0:
+        return out
+    rows = block_rows(sizes, n)
+    work = rows * int(sum(sizes[1:]))
+    acts = np.empty(work, dtype=params.dtype)
+    deltas = np.empty(work, dtype=params.dtype)
+    colsum = np.empty(max([1, *sizes[1:-1]]), dtype=params.dtype)
+    args = (_sizes_array(sizes), ACTIVATION_CODES[activation], LOSS_CODES[loss], params)
+    if sp.issparse(X):
+        _kernels.input_grad_csr(*args, *csr_parts(X), out, acts, deltas, colsum, rows)
+    else:
+        _kernels.input_grad(*args, np.ascontiguousarray(X), out, acts, deltas, colsum,
+                            rows)
     return out
 
 

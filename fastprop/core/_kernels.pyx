@@ -1063,6 +1063,157 @@ def forward_csr(
 
 
 # ---------------------------------------------------------------------------------------
+# Gradients of the outputs with respect to the inputs
+# ---------------------------------------------------------------------------------------
+
+cdef void _output_jacobian(
+    const floating* P,        # IN  (n, c) outputs, after the output activation
+    Py_ssize_t n, Py_ssize_t c, Py_ssize_t k, int loss,
+    floating* D,              # OUT (n, c) d P[:, k] / d Z_L
+) noexcept nogil:
+    """Seed of output k's backward pass. Every output activation acts per output but
+    softmax, whose every output depends on every logit: dP_k/dZ_j = P_k (d_kj - P_j)."""
+    cdef Py_ssize_t i, j
+    cdef const floating* p
+    cdef floating* d
+    for i in range(n):
+        p = P + i * c
+        d = D + i * c
+        if loss == LOSS_LOG:
+            for j in range(c):
+                d[j] = -p[k] * p[j]
+            d[k] = d[k] + p[k]
+        else:
+            memset(d, 0, c * sizeof(floating))
+            if loss == LOSS_SQUARED:
+                d[k] = 1
+            elif loss == LOSS_POISSON:
+                d[k] = p[k]
+            else:  # LOSS_BINARY_LOG: the logistic
+                d[k] = p[k] * (1 - p[k])
+
+
+cdef void _input_grad_impl(
+    Net* net, const floating* params, const floating* X, CSR* csr, Py_ssize_t n,
+    floating* out, floating* acts, floating* deltas, floating* colsum,
+    Py_ssize_t rows,
+) noexcept nogil:
+    """Per block of rows: one forward pass, then one backward pass per output k, from
+    d P_k / d Z_L down to d P_k / d X = delta_1 W_1^T, written to out[rows, k, :]
+    (rows c * n_features apart). ``colsum`` (max hidden width) takes the column sums
+    that the shared derivative pass computes and this use does not need."""
+    cdef int l, L = net.n_layers
+    cdef Py_ssize_t start = 0, nb, k
+    cdef Py_ssize_t c = net.sizes[L], n_feat = net.sizes[0], last = net.a_off[L - 1]
+    cdef Py_ssize_t n_in, n_out
+    cdef floating* P
+    while start < n:
+        nb = rows if n - start > rows else n - start
+        if csr != NULL:
+            csr.row0 = start
+        _forward(net, params, X + start * n_feat if X != NULL else NULL, csr, nb, acts)
+        P = acts + last
+        _output_activation(P, nb, c, net.loss)
+        for k in range(c):
+            _output_jacobian(P, nb, c, k, net.loss, deltas + last)
+            for l in range(L - 1, 0, -1):
+                n_in = net.sizes[l]
+                n_out = net.sizes[l + 1]
+                _gemm(False, True, <int> nb, <int> n_in, <int> n_out,
+                      <floating> 1.0, deltas + net.a_off[l], <int> n_out,
+                      params + net.w_off[l], <int> n_out,
+                      <floating> 0.0, deltas + net.a_off[l - 1], <int> n_in)
+                _derivative_colsum(deltas + net.a_off[l - 1], acts + net.a_off[l - 1],
+                                   nb, n_in, n_in, net.activation, colsum)
+            _gemm(False, True, <int> nb, <int> n_feat, <int> net.sizes[1],
+                  <floating> 1.0, deltas, <int> net.sizes[1],
+                  params + net.w_off[0], <int> net.sizes[1],
+                  <floating> 0.0, out + (start * c + k) * n_feat, <int> (c * n_feat))
+        start += nb
+
+
+cdef int _check_input_grad(Net* net, Py_ssize_t n, Py_ssize_t n_params,
+                           Py_ssize_t n_acts, Py_ssize_t n_deltas, Py_ssize_t n_colsum,
+                           tuple out_shape) except -1:
+    cdef int l
+    cdef Py_ssize_t widest = 1
+    for l in range(1, net.n_layers):
+        if net.sizes[l] > widest:
+            widest = net.sizes[l]
+    _check_len("params", n_params, net.n_params)
+    _check_len("acts", n_acts, net.work_size)
+    _check_len("deltas", n_deltas, net.work_size)
+    _check_len("colsum", n_colsum, widest)
+    if out_shape != (n, net.sizes[net.n_layers], net.sizes[0]):
+        raise ValueError(
+            f"out must have shape {(n, net.sizes[net.n_layers], net.sizes[0])}, got "
+            f"{out_shape}.")
+    if net.sizes[net.n_layers] * net.sizes[0] > 2**31 - 1:
+        raise OverflowError("n_outputs x n_features is too large for a BLAS stride")
+    return 0
+
+
+def input_grad(
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,          # IN  (n_params,)
+    const floating[:, ::1] X not None,            # IN  (n_samples, sizes[0])
+    floating[:, :, ::1] out not None,             # OUT (n_samples, sizes[-1], sizes[0])
+    floating[::1] acts not None,                  # scratch (rows * sum(sizes[1:]),)
+    floating[::1] deltas not None,                # scratch, as acts
+    floating[::1] colsum not None,                # scratch (max(sizes[1:-1]) or 1,)
+    Py_ssize_t rows,
+):
+    """d P[i, k] / d X[i, j] into out[i, k, j], in blocks of ``rows`` samples."""
+    cdef Py_ssize_t n = X.shape[0]
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
+        _check_input_grad(&net, n, params.shape[0], acts.shape[0], deltas.shape[0],
+                          colsum.shape[0], (out.shape[0], out.shape[1], out.shape[2]))
+        if n == 0:
+            return
+        with nogil:
+            _input_grad_impl(&net, &params[0], &X[0, 0], NULL, n, &out[0, 0, 0],
+                             &acts[0], &deltas[0], &colsum[0], rows)
+    finally:
+        free(net.sizes)
+
+
+def input_grad_csr(
+    const Py_ssize_t[::1] sizes not None, int activation, int loss,
+    const floating[::1] params not None,
+    const floating[::1] X_data not None, const Py_ssize_t[::1] X_indices not None,
+    const Py_ssize_t[::1] X_indptr not None,
+    floating[:, :, ::1] out not None, floating[::1] acts not None,
+    floating[::1] deltas not None, floating[::1] colsum not None, Py_ssize_t rows,
+):
+    """``input_grad`` for a CSR X."""
+    cdef Py_ssize_t n
+    cdef CSR csr
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    cdef Net net = _net_new(sizes, activation, loss, rows)
+    try:
+        n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
+        _check_input_grad(&net, n, params.shape[0], acts.shape[0], deltas.shape[0],
+                          colsum.shape[0], (out.shape[0], out.shape[1], out.shape[2]))
+        if n == 0:
+            return
+        csr.data = &X_data[0] if X_data.shape[0] > 0 else NULL
+        csr.indices = &X_indices[0] if X_indices.shape[0] > 0 else NULL
+        csr.indptr = &X_indptr[0]
+        csr.rows = NULL
+        csr.row0 = 0
+        with nogil:
+            _input_grad_impl(&net, &params[0], NULL, &csr, n, &out[0, 0, 0], &acts[0],
+                             &deltas[0], &colsum[0], rows)
+    finally:
+        free(net.sizes)
+
+
+# ---------------------------------------------------------------------------------------
 # Optimizer updates on flat vectors (the oracles' twins)
 # ---------------------------------------------------------------------------------------
 
