@@ -659,7 +659,9 @@ class MLPEstimator(BaseEstimator):
             # Split row indices, not rows: the training part is visited by index, so X
             # is not copied; only the (small) validation part is materialised.
             should_stratify = is_classifier(self) and self.n_outputs_ == 1
-            stratify = Y if should_stratify else None
+            # the binarized labels as bool, as scikit-learn stratifies (its error then
+            # names the class True, not 1.0)
+            stratify = Y.astype(bool) if should_stratify else None
             train_idx, val_idx = train_test_split(
                 np.arange(n_all),
                 random_state=self._random_state,
@@ -883,6 +885,111 @@ class MLPEstimator(BaseEstimator):
 
     # -- prediction -------------------------------------------------------------------
 
+    def predict(self, X):
+        """Predict using the multi-layer perceptron.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The predicted classes (:class:`MLPClassifier`) or values
+            (:class:`MLPRegressor`).
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        return self._prediction_from_output(
+            self._forward_pass_fast(X, check_input=check_input))
+
+    def _prediction_from_output(self, y_pred):
+        """The prediction for the network's output ``y_pred`` (n_samples, n_outputs),
+        after the output activation: the hook each estimator implements."""
+        raise NotImplementedError
+
+    def input_gradients(self, X):
+        """Gradients of the model's outputs with respect to its inputs.
+
+        For :class:`MLPRegressor`, the derivatives of ``predict`` (after the output
+        activation, e.g. ``exp`` for ``loss='poisson'``); for :class:`MLPClassifier`,
+        those of ``predict_proba``'s columns (two for a binary model, ``1 - p`` and
+        ``p``). Computed by the compiled backward pass, one forward pass and one
+        backward pass per output, without the GIL, in the model's dtype.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        gradients : ndarray of shape (n_samples, n_outputs, n_features)
+            ``gradients[i, k, j]`` is the derivative of output ``k`` at sample ``i``
+            with respect to feature ``j``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        flat, units = self._predict_params()
+        kw = dict(activation=self.activation, loss=_CORE_LOSS[self.out_activation_])
+        with np.errstate(over="ignore"):
+            Xc = X if X.dtype == flat.dtype else X.astype(flat.dtype)
+        grads = core.input_gradients_flat(flat, units, Xc, **kw)
+        if flat.dtype == np.float32 and not np.isfinite(grads).all():
+            # float32 overflowed: as predict, compute in float64
+            grads = core.input_gradients_flat(flat.astype(np.float64), units,
+                                              X.astype(np.float64), **kw)
+        return self._input_gradients_from_output(grads)
+
+    def _input_gradients_from_output(self, grads):
+        """The gradients of the predicted quantities, from those of the network's
+        outputs (n_samples, n_outputs, n_features): the hook each estimator may change."""
+        return grads
+
+    # -- exchange with scikit-learn ---------------------------------------------------
+
+    def to_sklearn(self):
+        """An equivalent fitted scikit-learn model.
+
+        Returns a fitted :class:`sklearn.neural_network.MLPClassifier` or
+        :class:`~sklearn.neural_network.MLPRegressor` with the same parameters, layers,
+        labels, counters and optimizer state, so that it predicts as this model does
+        and its ``partial_fit`` trains on from here: for deploying where only
+        scikit-learn is installed.
+
+        Raises
+        ------
+        ValueError
+            If the model uses a setting scikit-learn's MLP cannot represent.
+        """
+        check_is_fitted(self)
+        from ._interop import to_sklearn
+
+        return to_sklearn(self)
+
+    @classmethod
+    def from_sklearn(cls, sk_model):
+        """A fastprop model equivalent to a fitted scikit-learn MLP.
+
+        Takes a fitted :class:`sklearn.neural_network.MLPClassifier` (for
+        ``MLPClassifier.from_sklearn``) or ``MLPRegressor`` (for
+        ``MLPRegressor.from_sklearn``), with its parameters, layers, labels, counters
+        and optimizer state: the result predicts as ``sk_model`` does, and
+        ``partial_fit`` or a ``warm_start`` fit trains on from there.
+
+        Raises
+        ------
+        TypeError
+            If ``sk_model`` is not scikit-learn's estimator of this kind.
+        sklearn.exceptions.NotFittedError
+            If ``sk_model`` is not fitted.
+        """
+        from ._interop import from_sklearn
+
+        return from_sklearn(cls, sk_model)
+
     def _forward_pass_fast(self, X, check_input=True):
         """The network's output for X (after the output activation).
 
@@ -1086,26 +1193,18 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         Y[np.arange(y.shape[0]), idx] = True
         return Y
 
-    def predict(self, X):
-        """Predict using the multi-layer perceptron classifier.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        y : ndarray, shape (n_samples,) or (n_samples, n_classes)
-            The predicted classes.
-        """
-        check_is_fitted(self)
-        return self._predict(X)
-
-    def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
+    def _prediction_from_output(self, y_pred):
+        """The classes (labels, or label indicators for multilabel y) for the network's
+        output: the most probable class, or each label whose probability is above 0.5."""
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
         return self._label_binarizer.inverse_transform(y_pred)
+
+    def _input_gradients_from_output(self, grads):
+        # predict_proba gives a single-output model two columns, 1 - p and p
+        if self.n_outputs_ == 1:
+            return np.concatenate([-grads, grads], axis=1)
+        return grads
 
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(
@@ -1242,18 +1341,8 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             max_fun=max_fun,
         )
 
-    def predict(self, X):
-        """Predict using the multi-layer perceptron model.
-
-        Returns
-        -------
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
-        """
-        check_is_fitted(self)
-        return self._predict(X)
-
-    def _predict(self, X, check_input=True):
-        y_pred = self._forward_pass_fast(X, check_input=check_input)
+    def _prediction_from_output(self, y_pred):
+        """The network's output (after the output activation), 1-D for one output."""
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
         return y_pred
