@@ -21,32 +21,31 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.optimize
 import scipy.sparse as sp
-from sklearn.base import (
-    BaseEstimator,
-    ClassifierMixin,
-    RegressorMixin,
-    _fit_context,
-    is_classifier,
-)
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
-from sklearn.utils._param_validation import Interval, Options, StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
-    type_of_target,
-    unique_labels,
-)
-from sklearn.utils.optimize import _check_optimize_result
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.multiclass import type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import core
-from ._validation import check_network
-from ._version import __version__
-from .exceptions import InconsistentVersionWarning
+from ._sklearn_compat import (
+    Interval,
+    Options,
+    StrOptions,
+    check_optimize_result,
+    check_partial_fit_first_call,
+    check_sample_weight,
+    fit_context,
+    lbfgs_iprint_options,
+)
+from ._fast_path import PartialFitFastPathMixin
+from ._params import FlatParametersMixin
+from ._state import CallSnapshot, EpochStart, PartialFitInterrupted
+from ._validation import check_castable
 
 _STOCHASTIC_SOLVERS = ["sgd", "adam"]
 
@@ -60,121 +59,7 @@ _CORE_LOSS = {
 }
 
 
-def _lbfgs_iprint_options(iprint):
-    # scipy >= 1.15 dropped `iprint`; scikit-learn passes it only to older versions.
-    try:
-        from sklearn.utils.fixes import _get_additional_lbfgs_options_dict
-    except ImportError:  # pragma: no cover - older scikit-learn
-        return {"iprint": iprint}
-    return _get_additional_lbfgs_options_dict("iprint", iprint)
-
-
-class _CallSnapshot:
-    """What one ``fit`` / ``partial_fit`` call may change, saved before it changes any
-    of it, so that a call that fails (bad data found late, a float32 overflow, weights
-    that became non-finite, an exception escaping the solver) leaves the model bitwise
-    as it was, whatever it was: unfitted, fitted, or mid-way through ``partial_fit``s.
-
-    Attribute bindings are saved as they are; what a call changes in place is copied:
-    the flat parameter vector (``coefs_`` / ``intercepts_`` are its views), the kept
-    optimizer's state, the lists training appends to, and the state of a
-    ``RandomState`` passed as ``random_state``."""
-
-    def __init__(self, est):
-        self.est = est
-        self.attrs = dict(est.__dict__)
-        flat = self.attrs.get("_flat")
-        self.flat = None if flat is None else flat.copy()
-        opt = self.attrs.get("_optimizer")
-        self.optimizer = None if opt is None else _EpochStart(opt, params=False)
-        self.lists = {name: list(value) for name, value in self.attrs.items()
-                      if name in ("loss_curve_", "validation_scores_")
-                      and isinstance(value, list)}
-        rs = est.random_state
-        self.rng = rs if isinstance(rs, np.random.RandomState) else None
-        self.rng_state = None if self.rng is None else self.rng.get_state()
-
-    def restore(self):
-        est = self.est
-        est.__dict__.clear()
-        est.__dict__.update(self.attrs)
-        if self.flat is not None:
-            np.copyto(self.attrs["_flat"], self.flat)
-        if self.optimizer is not None:
-            self.optimizer.restore()
-        for name, items in self.lists.items():
-            self.attrs[name][:] = items
-        if self.rng is not None:
-            self.rng.set_state(self.rng_state)
-
-
-class _EpochStart:
-    """A ``core.Trainer``'s state (optimizer state, step count, learning rate, which
-    parameter vector it trains, and with ``params`` that vector's values) and
-    optionally a ``RandomState``'s, saved before an epoch so that an epoch that does not
-    complete (an interrupt) can be undone. Buffers are allocated once; ``save`` refills
-    them."""
-
-    def __init__(self, opt, rng=None, params=True):
-        self.opt = opt
-        self.rng = rng
-        self.with_params = params
-        self.params = None
-        self.state_1 = np.empty_like(opt.state_1)
-        self.state_2 = np.empty_like(opt.state_2)
-        self.counter = np.empty_like(opt.counter)
-        self.hyper = np.empty_like(opt.hyper)
-        self.save()
-
-    def save(self):
-        opt = self.opt
-        self.params_ref = opt.params
-        if self.with_params and opt.params is not None:
-            if self.params is None or self.params.shape != opt.params.shape:
-                self.params = np.empty_like(opt.params)
-            np.copyto(self.params, opt.params)
-        np.copyto(self.state_1, opt.state_1)
-        np.copyto(self.state_2, opt.state_2)
-        np.copyto(self.counter, opt.counter)
-        np.copyto(self.hyper, opt.hyper)
-        self.rng_state = None if self.rng is None else self.rng.get_state()
-
-    def restore(self):
-        opt = self.opt
-        opt.params = self.params_ref
-        if self.with_params and self.params_ref is not None:
-            np.copyto(self.params_ref, self.params)
-        np.copyto(opt.state_1, self.state_1)
-        np.copyto(opt.state_2, self.state_2)
-        np.copyto(opt.counter, self.counter)
-        np.copyto(opt.hyper, self.hyper)
-        if self.rng is not None:
-            self.rng.set_state(self.rng_state)
-
-
-class _PartialFitInterrupted(Exception):
-    """An interrupt (KeyboardInterrupt) arrived during partial_fit's epoch: ``_fit``
-    puts the model back as it was before the call and warns, as fit does."""
-
-
-def _check_castable(name, a, dtype):
-    """Raise a ValueError naming the overflow when casting the finite array ``a`` (or
-    a sparse matrix's values) to float32 would turn some of its values into infinity."""
-    if np.dtype(dtype) != np.float32 or a is None:
-        return
-    values = a.data if sp.issparse(a) else a
-    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or values.size == 0:
-        return
-    limit = np.finfo(np.float32).max
-    if values.max() > limit or values.min() < -limit:
-        raise ValueError(
-            f"{name} has values beyond float32's range (|value| > {limit:.7g}), which "
-            f"this float32 model would turn into infinity. Scale {name}, or train a "
-            "float64 model (fit it on float64 data)."
-        )
-
-
-class MLPEstimator(BaseEstimator):
+class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
     """Base class of fastprop's multilayer perceptrons: fit, partial_fit, predict.
 
     Use :class:`MLPClassifier` or :class:`MLPRegressor`; the parameters are those of
@@ -268,138 +153,6 @@ class MLPEstimator(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
 
-    # -- the flat parameter vector ----------------------------------------------------
-
-    def _layer_units(self):
-        return [self.coefs_[0].shape[0]] + [W.shape[1] for W in self.coefs_]
-
-    def _views_intact(self):
-        """True while coefs_ / intercepts_ are still the views of ``self._flat``."""
-        views = getattr(self, "_views", None)
-        coefs, intercepts = self.coefs_, self.intercepts_
-        return (
-            views is not None
-            and isinstance(coefs, list)
-            and isinstance(intercepts, list)
-            and len(coefs) == len(views[0])
-            and len(intercepts) == len(views[1])
-            and all(a is b for a, b in zip(coefs, views[0]))
-            and all(a is b for a, b in zip(intercepts, views[1]))
-        )
-
-    def _flat_params(self):
-        """The flat parameter vector behind coefs_ / intercepts_, for training.
-
-        coefs_ and intercepts_ are views of ``self._flat``. If a user assigned other
-        arrays to them, the vector is rebuilt from those (after checking they still
-        describe this network) and coefs_ / intercepts_ become its views again.
-        """
-        if self._views_intact():
-            return self._flat
-        coefs, intercepts, units, dtype = self._check_layers(self.coefs_, self.intercepts_)
-        flat = core.pack(coefs, intercepts)
-        self._set_flat(flat, units)
-        return flat
-
-    def _predict_params(self):
-        """(flat parameter vector, layer units) for prediction. Prediction changes no
-        state: arrays a user assigned to coefs_ / intercepts_ stay theirs (later
-        in-place edits to them count, as in scikit-learn); they are checked and packed
-        into a temporary vector."""
-        if self._views_intact():
-            return self._flat, self._layer_units()
-        coefs, intercepts, units, dtype = self._check_layers(self.coefs_, self.intercepts_)
-        return core.pack(coefs, intercepts), units
-
-    def _check_layers(self, coefs, intercepts):
-        n_layers = getattr(self, "n_layers_", None)
-        try:
-            coefs = [np.asarray(W) for W in coefs]
-            intercepts = [np.asarray(b) for b in intercepts]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"coefs_ / intercepts_ are not arrays: {exc}") from None
-        if n_layers is not None and (
-            len(coefs) != n_layers - 1 or len(intercepts) != n_layers - 1
-        ):
-            raise ValueError(
-                f"coefs_ and intercepts_ must hold n_layers_ - 1 = {n_layers - 1} "
-                f"arrays each, got {len(coefs)} and {len(intercepts)}."
-            )
-        # the same checks the core applies (shapes chain, one float dtype, finite)
-        def real(a):
-            # object arrays of numbers work (as in scikit-learn); complex or
-            # non-numeric entries do not
-            if a.dtype.kind == "O":
-                try:
-                    return a.astype(np.float64)
-                except (TypeError, ValueError):
-                    pass
-            if a.dtype.kind not in "fiub":
-                raise ValueError(
-                    f"coefs_ and intercepts_ must hold real numbers, got dtype {a.dtype}."
-                )
-            return a
-
-        coefs = [real(W) for W in coefs]
-        intercepts = [real(b) for b in intercepts]
-        dtypes = {a.dtype for a in chain(coefs, intercepts)}
-        if len(dtypes) > 1 or not dtypes <= {np.dtype(np.float32), np.dtype(np.float64)}:
-            # coerce a consistent model assigned with other float / int arrays
-            target = np.float32 if dtypes == {np.dtype(np.float32)} else np.float64
-            coefs = [W.astype(target) for W in coefs]
-            intercepts = [b.astype(target) for b in intercepts]
-        try:
-            coefs, intercepts, units, dtype = check_network(coefs, intercepts)
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
-        n_in = getattr(self, "n_features_in_", units[0])
-        if units[0] != n_in:
-            raise ValueError(
-                f"coefs_[0] has {units[0]} rows but the model has {n_in} features."
-            )
-        if hasattr(self, "n_outputs_") and units[-1] != self.n_outputs_:
-            raise ValueError(
-                f"coefs_[-1] has {units[-1]} columns but the model has "
-                f"{self.n_outputs_} outputs."
-            )
-        return coefs, intercepts, units, dtype
-
-    def _set_flat(self, flat, units):
-        coefs, intercepts = core.unpack(flat, units)
-        self._flat = flat
-        self.coefs_ = coefs
-        self.intercepts_ = intercepts
-        self._views = (list(coefs), list(intercepts))
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        # coefs_ / intercepts_ carry the parameters; the flat vector is rebuilt from
-        # them on loading, so do not pickle it (nor the view bookkeeping) twice.
-        for name in ("_flat", "_views"):
-            state.pop(name, None)
-        state["_fastprop_version"] = __version__
-        return state
-
-    def __setstate__(self, state):
-        if isinstance(state, dict):
-            original = state.pop("_fastprop_version", "pre-0.1")
-            if original != __version__:
-                warnings.warn(
-                    InconsistentVersionWarning(
-                        estimator_name=type(self).__name__,
-                        current_fastprop_version=__version__,
-                        original_fastprop_version=original,
-                    )
-                )
-        super().__setstate__(state)
-        if "coefs_" in state and "intercepts_" in state:
-            try:
-                self._flat_params()
-            except ValueError:
-                # an inconsistent (tampered) model: left as loaded, and predict / fit
-                # raise the error when it is used
-                pass
-
     # -- fitting ----------------------------------------------------------------------
 
     def _initialize(self, y, layer_units, dtype):
@@ -462,77 +215,52 @@ class MLPEstimator(BaseEstimator):
             y = column_or_1d(y, warn=True)
         return X, y, pending
 
-    def _checked_fast(self, X, y, defer_x_check=False):
-        """(X, y) unchanged when they are what ``validate_data(reset=False)`` would
-        return as is: a contiguous float32/float64 ndarray X of the fitted width, with
-        no feature names on either side, finite values (its sum is finite: one pass,
-        scikit-learn's own fast test; skipped with ``defer_x_check``), and a plain
-        ndarray y of matching length with finite floats or integer, bool or string
-        labels. None for anything else, which takes scikit-learn's path, with its
-        exact conversions, errors and warnings."""
-        if (
-            type(X) is not np.ndarray
-            or type(y) is not np.ndarray
-            or X.ndim != 2
-            or X.dtype.type not in (np.float32, np.float64)
-            or not (X.flags.c_contiguous or X.flags.f_contiguous)
-            or X.shape[0] < 1
-            or X.shape[1] != getattr(self, "n_features_in_", -1)
-            or hasattr(self, "feature_names_in_")
-            or y.ndim not in (1, 2)
-            or y.shape[0] != X.shape[0]
-            or (y.ndim == 2 and y.shape[1] < 1)
-        ):
-            return None
-        with np.errstate(over="ignore", invalid="ignore"):
-            if y.dtype.kind == "f":
-                if not np.isfinite(y.sum()):
-                    return None
-            elif self._y_numeric or y.dtype.kind not in "iubU":
-                return None
-            if not defer_x_check and not np.isfinite(X.sum()):
-                return None
-        return X, y
-
-    def _raise_if_x_nonfinite(self, X, y):
-        """The check ``defer_x_check`` skipped, where the epoch cannot make it (the call
-        failed before its epoch, or X is cast first): scikit-learn's own error when X
-        has NaN or infinity, nothing when its values are finite."""
-        if type(X) is np.ndarray and X.dtype.kind == "f":
-            with np.errstate(over="ignore", invalid="ignore"):
-                if np.isfinite(X.sum()):
-                    return
-            validate_data(
-                self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                y_numeric=self._y_numeric, dtype=(np.float64, np.float32), reset=False,
-            )
-
     def _fit(self, X, y, sample_weight=None, incremental=False):
-        hidden_layer_sizes = self.hidden_layer_sizes
-        if not hasattr(hidden_layer_sizes, "__iter__"):
-            hidden_layer_sizes = [hidden_layer_sizes]
-        hidden_layer_sizes = list(hidden_layer_sizes)
-        if np.any(np.array(hidden_layer_sizes) <= 0):
-            raise ValueError(
-                "hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes
-            )
+        """scikit-learn's ``_fit``, in four steps: validate, initialise (or continue
+        from the fitted model), run the solver, check the result.
+
+        A call that fails leaves the model as it was (``CallSnapshot``). On a fitted
+        model's ``partial_fit``, X's values may be left to the epoch, which checks them
+        as it gathers the rows (``defer``; see ``fastprop._fast_path``): a call that
+        fails before its epoch made that check makes it then, so the error is
+        scikit-learn's whichever check fails."""
+        hidden_layer_sizes = self._hidden_layer_sizes()
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
-        # partial_fit's shuffled epoch gathers every row of X: it checks their values as
-        # it copies them (NaN, infinity), instead of a separate pass over X before it.
-        # A call that fails before its epoch has done that check runs it then, so the
-        # error is scikit-learn's whichever check fails.
         defer = (
             incremental and not first_pass and self.solver in _STOCHASTIC_SOLVERS
             and self.shuffle and not self.early_stopping
         )
-        # a call that fails leaves the model as it was (see _CallSnapshot)
-        snapshot = _CallSnapshot(self)
+        snapshot = CallSnapshot(self)
         try:
-            return self._fit_validated(X, y, sample_weight, incremental, first_pass,
-                                       hidden_layer_sizes, defer)
-        except _PartialFitInterrupted:
+            # 1. validate
+            Xv, yv, sample_weight, x_pending = self._validate_fit_data(
+                X, y, sample_weight, incremental, first_pass, defer)
+            layer_units = [Xv.shape[1]] + hidden_layer_sizes + [yv.shape[1]]
+            self.n_outputs_ = yv.shape[1]
+            self._random_state = check_random_state(self.random_state)
+            # 2. initialise, or continue from the fitted model (in its dtype)
+            if first_pass:
+                self._initialize(yv, layer_units, Xv.dtype)
+            else:
+                Xv, sample_weight, x_pending = self._continue_fitted(
+                    Xv, yv, sample_weight, layer_units, x_pending)
+            check_castable("y", yv, Xv.dtype)
+            Y = np.ascontiguousarray(yv, dtype=Xv.dtype)
+            # 3. run the solver
+            if self.solver in _STOCHASTIC_SOLVERS:
+                self._fit_stochastic(Xv, Y, sample_weight, incremental, check_x=x_pending)
+            else:
+                self._fit_lbfgs(Xv, Y, sample_weight, layer_units)
+            # 4. check the result
+            if not all(np.isfinite(w).all() for w in chain(self.coefs_, self.intercepts_)):
+                raise ValueError(
+                    "Solver produced non-finite parameter weights. The input data may"
+                    " contain large values and need to be preprocessed."
+                )
+            return self
+        except PartialFitInterrupted:
             # partial_fit's one epoch did not complete: the call changes nothing
             snapshot.restore()
             warnings.warn("Training interrupted by user.")
@@ -543,14 +271,23 @@ class MLPEstimator(BaseEstimator):
                 self._raise_if_x_nonfinite(X, y)
             raise
 
-    def _fit_validated(self, X, y, sample_weight, incremental, first_pass,
-                       hidden_layer_sizes, defer_x_check):
+    def _hidden_layer_sizes(self):
+        sizes = self.hidden_layer_sizes
+        if not hasattr(sizes, "__iter__"):
+            sizes = [sizes]
+        sizes = list(sizes)
+        if np.any(np.array(sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % sizes)
+        return sizes
+
+    def _validate_fit_data(self, X, y, sample_weight, incremental, first_pass, defer):
+        """X, y as 2-D targets, sample_weight, and whether X's values are left to the
+        epoch (x_pending)."""
         X, y, x_pending = self._validate_input(
-            X, y, incremental, reset=first_pass, defer_x_check=defer_x_check
+            X, y, incremental, reset=first_pass, defer_x_check=defer
         )
-        n_samples, n_features = X.shape
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+            sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
         if not is_classifier(self) and self.loss == "poisson" and (y < 0).any():
@@ -558,47 +295,31 @@ class MLPEstimator(BaseEstimator):
                 "Some value(s) of y are negative which is not allowed for "
                 "loss='poisson'."
             )
-        self.n_outputs_ = y.shape[1]
-        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
-        self._random_state = check_random_state(self.random_state)
+        return X, y, sample_weight, x_pending
 
-        if first_pass:
-            self._initialize(y, layer_units, X.dtype)
-        else:
-            flat = self._flat_params()
-            if self._layer_units() != layer_units:
-                raise ValueError(
-                    f"The fitted network has layers {self._layer_units()} but X, y and "
-                    f"hidden_layer_sizes ask for {layer_units}."
-                )
-            if flat.dtype != X.dtype:
-                # A model keeps the dtype it was created with (as scikit-learn's, whose
-                # in-place updates keep it), and so keeps its optimizer state: the new
-                # data is converted instead (a copy, once per call).
-                if x_pending:
-                    # checked before the cast, which could turn a large float64 into inf
-                    self._raise_if_x_nonfinite(X, y)
-                    x_pending = False
-                _check_castable("X", X, flat.dtype)
-                _check_castable("sample_weight", sample_weight, flat.dtype)
-                X = X.astype(flat.dtype)
-                if sample_weight is not None:
-                    sample_weight = sample_weight.astype(flat.dtype)
-        _check_castable("y", y, X.dtype)
-        Y = np.ascontiguousarray(y, dtype=X.dtype)
-
-        if self.solver in _STOCHASTIC_SOLVERS:
-            self._fit_stochastic(X, Y, sample_weight, incremental, check_x=x_pending)
-        elif self.solver == "lbfgs":
-            self._fit_lbfgs(X, Y, sample_weight, layer_units)
-
-        weights = chain(self.coefs_, self.intercepts_)
-        if not all(np.isfinite(w).all() for w in weights):
+    def _continue_fitted(self, X, y, sample_weight, layer_units, x_pending):
+        """The data for a fitted model to train on: its network must be the one the data
+        asks for, and the data is converted to the model's dtype. A model keeps the dtype
+        it was created with (as scikit-learn's, whose in-place updates keep it), and so
+        keeps its optimizer state: the new data is converted instead (a copy, once per
+        call), after checking what the cast could turn into infinity."""
+        flat = self._flat_params()
+        if self._layer_units() != layer_units:
             raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may"
-                " contain large values and need to be preprocessed."
+                f"The fitted network has layers {self._layer_units()} but X, y and "
+                f"hidden_layer_sizes ask for {layer_units}."
             )
-        return self
+        if flat.dtype != X.dtype:
+            if x_pending:
+                # checked before the cast, which could turn a large float64 into inf
+                self._raise_if_x_nonfinite(X, y)
+                x_pending = False
+            check_castable("X", X, flat.dtype)
+            check_castable("sample_weight", sample_weight, flat.dtype)
+            X = X.astype(flat.dtype)
+            if sample_weight is not None:
+                sample_weight = sample_weight.astype(flat.dtype)
+        return X, sample_weight, x_pending
 
     def _fit_lbfgs(self, X, Y, sample_weight, layer_units):
         f = core.LossGradient(
@@ -619,10 +340,10 @@ class MLPEstimator(BaseEstimator):
                     "maxfun": self.max_fun,
                     "maxiter": self.max_iter,
                     "gtol": self.tol,
-                    **_lbfgs_iprint_options(iprint),
+                    **lbfgs_iprint_options(iprint),
                 },
             )
-        self.n_iter_ = _check_optimize_result("lbfgs", opt_res, self.max_iter)
+        self.n_iter_ = check_optimize_result(opt_res, self.max_iter)
         self.loss_ = float(opt_res.fun)
         flat = self._flat_params()
         flat[...] = opt_res.x
@@ -709,7 +430,7 @@ class MLPEstimator(BaseEstimator):
         # to (partial_fit's is the call's snapshot, which _fit restores). The random
         # state is part of it when it is the user's RandomState: an int seed makes a
         # new one each call.
-        epoch_start = None if incremental else _EpochStart(
+        epoch_start = None if incremental else EpochStart(
             opt, rng=self._random_state if isinstance(
                 self.random_state, np.random.RandomState) else None)
 
@@ -739,7 +460,7 @@ class MLPEstimator(BaseEstimator):
                     if check_x:
                         self._raise_if_x_nonfinite(X, Y)
                     if incremental:
-                        raise _PartialFitInterrupted() from None
+                        raise PartialFitInterrupted() from None
                     # fit keeps the model of the last completed epoch: its weights,
                     # optimizer state and random state
                     epoch_start.restore()
@@ -837,7 +558,7 @@ class MLPEstimator(BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y.
 
@@ -867,7 +588,7 @@ class MLPEstimator(BaseEstimator):
         return True
 
     @available_if(lambda est: est._check_solver())
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with a single iteration over the given data.
 
@@ -1164,35 +885,6 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y, x_pending
 
-    def _encode_known_labels(self, y):
-        """One-hot (or single-column, for binary) bool targets for 1-D integer or
-        string labels of the fitted classes_; None where scikit-learn's general path
-        must decide (other label types, multilabel, or labels outside classes_, for
-        its exact error)."""
-        classes = self.classes_
-        lb = self._label_binarizer
-        if (
-            y.ndim != 1
-            or y.dtype != classes.dtype
-            or y.dtype.kind not in "iubU"
-            or lb.y_type_ not in ("binary", "multiclass")
-            or lb.sparse_output
-            or lb.neg_label != 0
-            or lb.pos_label != 1
-        ):
-            return None
-        idx = np.searchsorted(classes, y)
-        np.minimum(idx, len(classes) - 1, out=idx)
-        if not np.array_equal(classes[idx], y):
-            return None
-        if lb.y_type_ == "binary":
-            if len(classes) == 1:
-                return None
-            return (idx == 1).reshape(-1, 1)
-        Y = np.zeros((y.shape[0], len(classes)), dtype=bool)
-        Y[np.arange(y.shape[0]), idx] = True
-        return Y
-
     def _prediction_from_output(self, y_pred):
         """The classes (labels, or label indicators for multilabel y) for the network's
         output: the most probable class, or each label whose probability is above 0.5."""
@@ -1212,7 +904,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         )
 
     @available_if(lambda est: est._check_solver())
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with a single iteration over the given data.
 
@@ -1228,7 +920,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         -------
         self : object
         """
-        if _check_partial_fit_first_call(self, classes):
+        if check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
                 self._label_binarizer.fit(y)

@@ -263,3 +263,20 @@ def check_epoch_args(sizes, dtype, loss, X, Y, batch_size, alpha, sample_weight,
             raise ValueError(f"order holds row indices outside [0, {n_samples}).")
         order = np.ascontiguousarray(order, dtype=np.intp)
     return X, Y, sample_weight, order, int(batch_size), alpha
+
+
+def check_castable(name, a, dtype):
+    """Raise a ValueError naming the overflow when casting the finite array ``a`` (or
+    a sparse matrix's values) to float32 would turn some of its values into infinity."""
+    if np.dtype(dtype) != np.float32 or a is None:
+        return
+    values = a.data if sp.issparse(a) else a
+    if values.dtype.kind != "f" or values.dtype.itemsize <= 4 or values.size == 0:
+        return
+    limit = np.finfo(np.float32).max
+    if values.max() > limit or values.min() < -limit:
+        raise ValueError(
+            f"{name} has values beyond float32's range (|value| > {limit:.7g}), which "
+            f"this float32 model would turn into infinity. Scale {name}, or train a "
+            "float64 model (fit it on float64 data)."
+        )

@@ -47,7 +47,7 @@ __all__ = [
     "NonFiniteRowsError",
 ]
 
-NonFiniteRowsError = _kernels.NonFiniteRowsError
+from ..exceptions import NonFiniteRowsError  # noqa: E402 - re-exported, as before
 
 # Must match the enums at the top of _kernels.pyx.
 ACTIVATION_CODES = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}

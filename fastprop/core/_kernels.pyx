@@ -122,9 +122,7 @@ cdef enum:
     SOLVER_ADAM = 1
 
 
-class NonFiniteRowsError(ValueError):
-    """``train_epoch(check_finite=True)`` found NaN or infinity in a gathered X row;
-    the epoch ran to its end, so the parameters and optimizer state are not usable."""
+from fastprop.exceptions import NonFiniteRowsError
 
 
 # Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
