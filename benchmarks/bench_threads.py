@@ -73,6 +73,8 @@ ROOT = os.path.dirname(HERE)
 # benchmark script runs)
 from bench_core import _cpu_model, _cpu_ticks, _git, _loadavg, _other_pct, wait_quiet  # noqa: E402,F401
 
+from fastprop._threadstats import thread_times  # noqa: E402
+
 
 def environment_info():
     import joblib
@@ -112,16 +114,6 @@ def environment_info():
 
 # -- measurement -----------------------------------------------------------------------
 
-def _sched():
-    """(CPU s, run-queue wait s) of the calling thread; run-queue wait 0 if unknown."""
-    try:
-        with open("/proc/thread-self/schedstat") as f:
-            cpu_ns, wait_ns = f.read().split()[:2]
-        return int(cpu_ns) / 1e9, int(wait_ns) / 1e9
-    except (OSError, ValueError):
-        return time.thread_time(), 0.0
-
-
 def make_data(n_samples, n_features):
     from sklearn.datasets import make_classification
 
@@ -151,7 +143,7 @@ def run_fits(n, X, y, epochs, limited):
         try:
             model = make_model(epochs)
             barrier.wait()
-            c0, q0 = _sched()
+            c0, q0 = thread_times()
             t0 = time.perf_counter()
             if limited:
                 with threadpool_limits(1):  # OpenMP: per calling thread
@@ -159,7 +151,7 @@ def run_fits(n, X, y, epochs, limited):
             else:
                 model.fit(X, y)
             wall = time.perf_counter() - t0
-            c1, q1 = _sched()
+            c1, q1 = thread_times()
             stats[i] = {"wall": wall, "cpu": c1 - c0, "runq": q1 - q0,
                         "blocked": wall - (c1 - c0) - (q1 - q0), "n_iter": model.n_iter_}
         except BaseException as exc:

@@ -1,275 +1,55 @@
-"""Shared helpers for the tests of fastprop's backprop core.
+"""pytest configuration: where the tests run, and the ``slow`` marker.
 
-Everything here is independent of ``fastprop`` itself (own forward pass, own packing,
-own loss formulas from scipy), so that the tests can use it as a second opinion.
+The shared helpers are in ``tests/helpers.py``; test modules import them as
+``from .helpers import ...`` (the tests are a package, imported with
+``--import-mode=importlib`` so that the repository root never shadows the installed
+fastprop).
 """
 
+import atexit
 import os
-from dataclasses import dataclass, field
+import shutil
+import sys
+import tempfile
 
-import numpy as np
 import pytest
-from scipy.special import expit, log_softmax, softmax, xlogy
-
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
-LOSSES = ("squared_error", "poisson", "log_loss", "binary_log_loss")
-DTYPES = (np.float64, np.float32)
-
-# Tolerances, in one place. ``rtol`` is relative per entry; ``atol_factor`` is multiplied
-# by the largest magnitude among the expected values of the quantity being compared
-# (gradients of a whole network, a loss, an output matrix) to give ``atol``.
-TOL = {
-    # core vs reference at the same inputs
-    np.float64: dict(rtol=1e-10, atol_factor=1e-12),
-    np.float32: dict(rtol=1e-4, atol_factor=1e-5),
-}
-# reference / core (float64) vs 4th-order central finite differences
-FD_STEP = 1e-3
-FD_TOL = dict(rtol=1e-6, atol_factor=1e-8)
-# core float32 vs float64 finite differences at the same (float32) point
-FD32_TOL = dict(rtol=1e-3, atol_factor=1e-4)
-# same computation, different blocking / threading / memory layout (float64)
-REORDER_TOL = {np.float64: dict(rtol=1e-12, atol_factor=1e-14),
-               np.float32: dict(rtol=1e-5, atol_factor=1e-6)}
-# whole training epochs: core Trainer vs a NumPy loop over the reference
-EPOCH_TOL = {np.float64: dict(rtol=1e-9, atol_factor=1e-11),
-             np.float32: dict(rtol=2e-4, atol_factor=2e-5)}
 
 
-def tol(dtype):
-    return TOL[np.dtype(dtype).type]
-
-
-# -- networks and data ------------------------------------------------------------------
-
-def out_activation(loss):
-    return {"squared_error": "identity", "poisson": "exp", "log_loss": "softmax",
-            "binary_log_loss": "logistic"}[loss]
-
-
-def make_network(sizes, dtype=np.float64, seed=0, scale=1.0):
-    """Random layers (coefs, intercepts) for ``sizes = [n_in, *hidden, n_out]``."""
-    rng = np.random.default_rng(seed)
-    coefs, intercepts = [], []
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        coefs.append((scale * rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)).astype(dtype))
-        intercepts.append((0.5 * scale * rng.normal(size=n_out)).astype(dtype))
-    return coefs, intercepts
-
-
-def make_targets(rng, loss, n_samples, n_outputs, dtype=np.float64):
-    """Valid targets for ``loss``: real, non-negative counts, one-hot rows, 0/1."""
-    if loss == "squared_error":
-        Y = rng.normal(size=(n_samples, n_outputs))
-    elif loss == "poisson":
-        Y = rng.poisson(1.5, size=(n_samples, n_outputs)).astype(float)
-        Y.flat[0] = 0.0  # y = 0 exercises the 0 log 0 = 0 convention
-        if Y.size > 1:
-            Y.flat[1] = 3.0
-    elif loss == "log_loss":
-        assert n_outputs >= 2
-        Y = np.zeros((n_samples, n_outputs))
-        Y[np.arange(n_samples), rng.integers(0, n_outputs, n_samples)] = 1.0
-    elif loss == "binary_log_loss":
-        Y = rng.integers(0, 2, size=(n_samples, n_outputs)).astype(float)
-    else:
-        raise ValueError(loss)
-    return np.ascontiguousarray(Y, dtype=dtype)
-
-
-def make_weights(rng, n_samples, dtype=np.float64):
-    w = rng.uniform(0.2, 3.0, size=n_samples)
-    if n_samples >= 3:
-        w[1] = 0.0  # a zero weight must remove the sample entirely
-    return w.astype(dtype)
-
-
-@dataclass
-class Problem:
-    coefs: list
-    intercepts: list
-    X: np.ndarray
-    Y: np.ndarray
-    activation: str
-    loss: str
-    alpha: float = 0.0
-    sample_weight: np.ndarray = None
-    sizes: list = field(default_factory=list)
-
-    @property
-    def dtype(self):
-        return self.X.dtype
-
-    def kwargs(self):
-        return dict(activation=self.activation, loss=self.loss, alpha=self.alpha,
-                    sample_weight=self.sample_weight)
-
-    def args(self):
-        return (self.coefs, self.intercepts, self.X, self.Y)
-
-    def call(self, module, **overrides):
-        kw = self.kwargs()
-        kw.update(overrides)
-        return module.loss_and_gradients(*self.args(), **kw)
-
-    def astype(self, dtype):
-        return Problem(
-            [W.astype(dtype) for W in self.coefs], [b.astype(dtype) for b in self.intercepts],
-            self.X.astype(dtype), self.Y.astype(dtype), self.activation, self.loss,
-            self.alpha, None if self.sample_weight is None else self.sample_weight.astype(dtype),
-            list(self.sizes),
-        )
-
-    def flat(self):
-        return flat_pack(self.coefs, self.intercepts)
-
-
-def make_problem(n_samples=10, sizes=(3, 4, 2), activation="tanh", loss="squared_error",
-                 dtype=np.float64, seed=0, alpha=0.0, weighted=False, x_scale=1.0,
-                 relu_margin=None, max_tries=500):
-    """A random network and valid data.
-
-    With ``relu_margin``, seeds are tried from ``seed`` on until every hidden
-    pre-activation is at least that far from 0 (so finite differences do not cross a
-    relu kink); the returned problem satisfies it, or this raises.
-    """
-    sizes = list(sizes)
-    for attempt in range(max_tries):
-        s = seed + 7919 * attempt
-        rng = np.random.default_rng(s)
-        coefs, intercepts = make_network(sizes, np.float64, seed=s + 1)
-        X = x_scale * rng.normal(size=(n_samples, sizes[0]))
-        if relu_margin is not None:
-            Zs = hidden_preactivations(coefs, intercepts, X, activation)
-            if Zs and min(np.abs(Z).min() for Z in Zs) < relu_margin:
-                continue
-        Y = make_targets(rng, loss, n_samples, sizes[-1])
-        w = make_weights(rng, n_samples) if weighted else None
-        p = Problem(coefs, intercepts, X, Y, activation, loss, alpha, w, sizes)
-        return p.astype(dtype)
-    raise RuntimeError("no seed gave a problem with the requested relu margin")
-
-
-# -- an independent forward pass and loss ----------------------------------------------
-
-def _act(Z, name):
-    if name == "identity":
-        return Z
-    if name == "logistic":
-        return expit(Z)
-    if name == "tanh":
-        return np.tanh(Z)
-    if name == "relu":
-        return np.maximum(Z, 0)
-    if name == "exp":
-        return np.exp(Z)
-    if name == "softmax":
-        return softmax(Z, axis=1)
-    raise ValueError(name)
-
-
-def hidden_preactivations(coefs, intercepts, X, activation):
-    Zs, A = [], X
-    for W, b in zip(coefs[:-1], intercepts[:-1]):
-        Z = A @ W + b
-        Zs.append(Z)
-        A = _act(Z, activation)
-    return Zs
-
-
-def np_logits(coefs, intercepts, X, activation):
-    """Output pre-activation Z_L, in float64."""
-    A = np.asarray(X, dtype=np.float64)
-    for W, b in zip(coefs[:-1], intercepts[:-1]):
-        A = _act(A @ W.astype(np.float64) + b.astype(np.float64), activation)
-    return A @ coefs[-1].astype(np.float64) + intercepts[-1].astype(np.float64)
-
-
-def np_forward(coefs, intercepts, X, activation, loss):
-    return _act(np_logits(coefs, intercepts, X, activation), out_activation(loss))
-
-
-def np_loss(coefs, intercepts, X, Y, activation, loss, alpha=0.0, sample_weight=None):
-    """The documented loss, written independently (scipy special functions), float64."""
-    Z = np_logits(coefs, intercepts, X, activation)
-    Y = np.asarray(Y, dtype=np.float64)
-    if loss == "squared_error":
-        per = 0.5 * ((Z - Y) ** 2).sum(axis=1)
-    elif loss == "poisson":
-        per = (xlogy(Y, Y) - Y * Z - Y + np.exp(Z)).sum(axis=1)
-    elif loss == "log_loss":
-        per = -(Y * log_softmax(Z, axis=1)).sum(axis=1)
-    elif loss == "binary_log_loss":
-        per = (Y * np.logaddexp(0, -Z) + (1 - Y) * np.logaddexp(0, Z)).sum(axis=1)
-    else:
-        raise ValueError(loss)
-    w = np.ones(len(per)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    s = w.sum()
-    penalty = 0.5 * alpha * sum(float((W.astype(np.float64) ** 2).sum()) for W in coefs)
-    return float((w * per).sum() / s + penalty / s)
-
-
-# -- packing (scikit-learn's _pack order), written independently ------------------------
-
-def flat_pack(coefs, intercepts):
-    return np.concatenate([np.ravel(a) for a in list(coefs) + list(intercepts)])
-
-
-def flat_unpack(flat, sizes):
-    coefs, intercepts, pos = [], [], 0
-    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-        coefs.append(flat[pos:pos + n_in * n_out].reshape(n_in, n_out))
-        pos += n_in * n_out
-    for n_out in sizes[1:]:
-        intercepts.append(flat[pos:pos + n_out])
-        pos += n_out
-    assert pos == flat.size
-    return coefs, intercepts
-
-
-# -- comparisons ------------------------------------------------------------------------
-
-def grad_scale(coef_grads, intercept_grads):
-    return max(float(np.max(np.abs(g))) for g in list(coef_grads) + list(intercept_grads))
-
-
-def assert_result_close(got, expected, rtol, atol_factor, err_msg=""):
-    """Compare two ``(loss, coef_grads, intercept_grads)`` results entry by entry."""
-    loss_g, cg_g, ig_g = got
-    loss_e, cg_e, ig_e = expected
-    np.testing.assert_allclose(
-        float(loss_g), float(loss_e), rtol=rtol, atol=atol_factor * abs(float(loss_e)),
-        err_msg=f"loss {err_msg}",
+def pytest_addoption(parser):
+    parser.addoption(
+        "--runslow", action="store_true", default=False,
+        help="also run the tests marked slow (long hypothesis runs, the 400 MB memmap, "
+             "the Dask cluster, timing-based tests); CI runs them",
     )
-    assert len(cg_g) == len(cg_e) and len(ig_g) == len(ig_e)
-    atol = atol_factor * grad_scale(cg_e, ig_e)
-    for l, (a, b) in enumerate(zip(cg_g, cg_e)):
-        assert a.shape == b.shape, (l, a.shape, b.shape)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"coef_grads[{l}] {err_msg}")
-    for l, (a, b) in enumerate(zip(ig_g, ig_e)):
-        assert a.shape == b.shape, (l, a.shape, b.shape)
-        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol,
-                                   err_msg=f"intercept_grads[{l}] {err_msg}")
 
 
-def fd_gradient(f, x, h=FD_STEP, on_point=None):
-    """4th-order central differences of scalar ``f`` at flat ``x`` (float64).
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a long or timing-based test, run with --runslow (CI does)")
+    _make_tests_importable()
 
-    ``on_point(x_perturbed)`` is called at every evaluation point if given (used to
-    assert that no relu pre-activation changes sign).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    g = np.empty_like(x)
-    for i in range(x.size):
-        vals = []
-        for k in (2, 1, -1, -2):
-            xp = x.copy()
-            xp[i] += k * h
-            if on_point is not None:
-                on_point(xp)
-            vals.append(float(f(xp)))
-        g[i] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
-    return g
+
+def _make_tests_importable():
+    """Make ``import tests.<module>`` work here and in every process the tests start
+    (joblib's and Dask's workers unpickle functions defined in test modules) without
+    putting the repository root on sys.path: a directory holding only a link named
+    ``tests`` goes first on sys.path and on PYTHONPATH."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = tempfile.mkdtemp(prefix="fastprop-tests-path-")
+    os.symlink(here, os.path.join(root, "tests"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    sys.path.insert(0, root)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (root, os.environ.get("PYTHONPATH")) if p)
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,7 +8,7 @@ float64 data differ only by floating-point rounding (a different summation order
 the compiled kernels and BLAS). Most tests below therefore compare with scikit-learn
 run on the same problem, with the tolerances explained at ``PARITY``.
 
-Everything here is self-contained (it does not use tests/conftest.py's helpers).
+Everything here is self-contained (it does not use tests/helpers.py).
 """
 
 import pickle

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_array_equal
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from fastprop import MLPClassifier, MLPRegressor, reference
@@ -326,6 +326,7 @@ print(json.dumps(result))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,delay", [
     ("nan-first", "0.3"), ("nan-first", "0.1"), ("interrupt-first", "0.3"),
     ("interrupt-first", "0.6"), ("inf-last-clean-first", "0.3")])
@@ -343,6 +344,7 @@ def test_interrupt_of_partial_fit_on_nonfinite_x_keeps_the_model(tmp_path, case,
     assert out["unchanged"] and out["same_as_twin"], out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay,threads", [("0.1", "2"), ("0.3", "2"), ("0.3", "1"),
                                            ("0.6", "4")])
 def test_interrupt_of_partial_fit_on_clean_x_undoes_the_epoch(tmp_path, delay, threads):
@@ -564,6 +566,7 @@ print(json.dumps({"alone": alone, "side_by_side": side_by_side}))
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["dense", "sparse", "float32"])
 def test_lbfgs_is_bitwise_the_same_for_every_thread_count_and_side_by_side(tmp_path,
                                                                            kind):

@@ -15,8 +15,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import fastprop.core as core
-from conftest import ACTIVATIONS, DTYPES, LOSSES, fd_gradient, make_network
 from fastprop import MLPClassifier, MLPEstimator, MLPRegressor, reference
+
+from .helpers import ACTIVATIONS, DTYPES, LOSSES, fd_gradient, make_network
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 

@@ -27,12 +27,9 @@ subprocess prints one line per example (``EX <kind> OK`` / ``EX <kind> RAISED <t
 """
 
 import copy
-import gc
-import io
 import json
 import os
 import pickle
-import re
 import signal
 import subprocess
 import sys
@@ -57,9 +54,10 @@ import fastprop
 import fastprop.core as core
 from fastprop import MLPClassifier, MLPRegressor, reference
 
+from .helpers import import_in_subprocess, run_in_threads
+
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 NONFINITE_MSG = "Solver produced non-finite parameter weights"
 CLEAR = (ValueError, TypeError)
 SK = {MLPClassifier: skn.MLPClassifier, MLPRegressor: skn.MLPRegressor}
@@ -77,8 +75,7 @@ SUB_SETTINGS = dict(deadline=None, database=None, derandomize=True,
 
 def run_sub(func_name, *args, timeout=300, env=None):
     """Run ``test_reliability.<func_name>(*args)`` in a fresh interpreter."""
-    code = (f"import sys; sys.path.insert(0, {TESTS_DIR!r}); import test_reliability as t; "
-            f"t.{func_name}(*{args!r})")
+    code = import_in_subprocess("test_reliability") + f"t.{func_name}(*{args!r})"
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -783,6 +780,7 @@ def _sub_core_garbage(n_examples):
     print("DONE", flush=True)
 
 
+@pytest.mark.slow
 def test_core_garbage_gives_reference_answer_or_clear_error():
     """Every call of the core's public functions either equals the NumPy reference or
     raises the reference's ValueError / TypeError; the raw Trainer epoch rejects what
@@ -1029,6 +1027,7 @@ def _sub_estimator_garbage(n_examples):
     print("DONE", flush=True)
 
 
+@pytest.mark.slow
 def test_estimator_garbage_matches_sklearn_or_raises_clearly():
     """fit / partial_fit / warm-start fit / predict / predict_proba with garbage (see
     X_MUTATIONS, Y_MUTATIONS, SW_MUTATIONS): where scikit-learn raises a ValueError
@@ -1286,13 +1285,13 @@ def test_unpickling_other_fastprop_version_warns(monkeypatch):
     """As scikit-learn does for its own estimators (sklearn.base.__setstate__): a model
     pickled by another fastprop version loads with fastprop's InconsistentVersionWarning
     naming both versions, and still works; the same version loads silently."""
-    from fastprop import _mlp
+    from fastprop import _params
     from fastprop.exceptions import InconsistentVersionWarning
 
     assert issubclass(InconsistentVersionWarning, UserWarning)
     est, X, y = _fit_small(MLPClassifier)
     same = pickle.dumps(est)
-    monkeypatch.setattr(_mlp, "__version__", "0.0.1-other")
+    monkeypatch.setattr(_params, "__version__", "0.0.1-other")
     other = pickle.dumps(est)
     monkeypatch.undo()
     assert b"0.0.1-other" in other
@@ -1420,6 +1419,7 @@ def _sub_interrupt(case):
     print("DONE", flush=True)
 
 
+@pytest.mark.slow
 class TestLatency:
     """Tests whose pass/fail depends on wall-clock time (left out of the sanitizer run,
     where every kernel runs several times slower)."""
@@ -1429,8 +1429,7 @@ class TestLatency:
         """SIGINT ~1 s into a long fit: fit returns within ~1 s, with scikit-learn's
         "Training interrupted by user." warning, a usable model, and coefs_ and the
         optimizer's state bitwise equal to a fit of exactly n_iter_ epochs."""
-        code = (f"import sys; sys.path.insert(0, {TESTS_DIR!r}); import test_reliability as t;"
-                f" t._sub_interrupt({case!r})")
+        code = import_in_subprocess("test_reliability") + f"t._sub_interrupt({case!r})"
         env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                    OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
@@ -1481,27 +1480,6 @@ class TestLatency:
 # 6. threads
 # =======================================================================================
 
-def _run_in_threads(n, fn):
-    """Run fn(i) in n threads released together; return results, re-raise failures."""
-    barrier = threading.Barrier(n)
-    results, errors = [None] * n, []
-
-    def target(i):
-        try:
-            barrier.wait()
-            results[i] = fn(i)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
 @pytest.mark.parametrize("Est", [MLPClassifier, MLPRegressor])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_one_model_predicts_from_8_threads(Est, dtype):
@@ -1521,7 +1499,7 @@ def test_one_model_predicts_from_8_threads(Est, dtype):
     slices = [slice(i * 400, i * 400 + 1200) for i in range(8)]
     expected = [(out(est, X), out(est, X[s]), out(est, Xs), est.predict(X)) for s in slices]
     for _ in range(3):
-        got = _run_in_threads(8, lambda i: (out(est, X), out(est, X[slices[i]]),
+        got = run_in_threads(8, lambda i: (out(est, X), out(est, X[slices[i]]),
                                             out(est, Xs), est.predict(X)))
         for g, e in zip(got, expected):
             for a, b in zip(g, e):
@@ -1559,7 +1537,7 @@ def test_two_fits_in_two_threads_equal_sequential_fits(pair):
             return Est(**params).fit(X, y)
     sequential = [fit(job) for job in jobs]
     for _ in range(2):
-        concurrent = _run_in_threads(2, lambda i: fit(jobs[i]))
+        concurrent = run_in_threads(2, lambda i: fit(jobs[i]))
         for a, b in zip(concurrent, sequential):
             for p, q in zip(list(a.coefs_) + list(a.intercepts_), list(b.coefs_) + list(b.intercepts_)):
                 assert_array_equal(p, q)

@@ -46,6 +46,9 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController, threadpool_info, threadpool_limits
 
 from fastprop import MLPClassifier, MLPRegressor, core
+from fastprop._threadstats import thread_times
+
+from .helpers import run_in_threads
 from fastprop.core import _kernels
 
 # Most fits below stop by max_iter on purpose.
@@ -55,16 +58,6 @@ ON_LINUX = sys.platform.startswith("linux")
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-def _sched():
-    """(CPU seconds, run-queue wait seconds) of the calling thread so far."""
-    try:
-        with open("/proc/thread-self/schedstat") as f:
-            cpu_ns, wait_ns = f.read().split()[:2]
-        return int(cpu_ns) / 1e9, int(wait_ns) / 1e9
-    except (OSError, ValueError):
-        return time.thread_time(), 0.0
-
 
 def _with_busy_main_thread(fn, worker_limit=None):
     """Run ``fn()`` in a background thread while this (main) thread spins a pure-Python
@@ -83,7 +76,7 @@ def _with_busy_main_thread(fn, worker_limit=None):
 
     def worker():
         limit = None if worker_limit is None else threadpool_limits(worker_limit)
-        c0, q0 = _sched()
+        c0, q0 = thread_times()
         t0 = time.perf_counter()
         try:
             out["result"] = fn()
@@ -91,21 +84,21 @@ def _with_busy_main_thread(fn, worker_limit=None):
             out["error"] = exc
         finally:
             out["wall"] = time.perf_counter() - t0
-            c1, q1 = _sched()
+            c1, q1 = thread_times()
             out["cpu"], out["runq"] = c1 - c0, q1 - q0
             if limit is not None:
                 limit.restore_original_limits()
             done.set()
 
     thread = threading.Thread(target=worker)
-    c0, q0 = _sched()
+    c0, q0 = thread_times()
     t0 = time.perf_counter()
     thread.start()
     iterations = 0
     while not done.is_set():
         iterations += 1
     out["main_wall"] = time.perf_counter() - t0
-    c1, q1 = _sched()
+    c1, q1 = thread_times()
     thread.join()
     if "error" in out:
         raise out["error"]
@@ -155,6 +148,7 @@ def wide_data():
     return X.astype(np.float32), y
 
 
+@pytest.mark.slow
 def test_main_thread_runs_during_a_background_fit(wide_data):
     """A ~1.5 s fit in a background thread leaves the main thread free to run Python:
     the main thread is (nearly) never asleep waiting for the GIL."""
@@ -174,6 +168,7 @@ def test_main_thread_runs_during_a_background_fit(wide_data):
     assert main_running >= 0.8 * r["main_wall"], _report(r)
 
 
+@pytest.mark.slow
 def test_main_thread_runs_during_a_background_predict(wide_data):
     X, y = wide_data
     model = MLPClassifier(hidden_layer_sizes=(512, 512), max_iter=1, random_state=0)
@@ -193,6 +188,7 @@ def test_main_thread_runs_during_a_background_predict(wide_data):
     assert r["blocked"] <= 0.25 * r["cpu"] + 0.05, _report(r)
 
 
+@pytest.mark.slow
 def test_compiled_epoch_does_not_wait_for_the_gil():
     """One compiled training epoch in a background thread is not slowed by a main
     thread that runs Python: it should need the GIL only to enter and leave.
@@ -225,6 +221,7 @@ def test_compiled_epoch_does_not_wait_for_the_gil():
         + _report(r))
 
 
+@pytest.mark.slow
 def test_background_fit_is_not_slowed_by_a_busy_main_thread():
     """The same at the estimator level, with small minibatches (batch_size=200, the
     'auto' size): the fit's Python parts (validation, one shuffle per epoch) take the
@@ -274,32 +271,19 @@ def _concurrent_data(cls, seed):
 
 def _fit_concurrently(jobs, limit_threads):
     """Fit every (estimator, X, y) of ``jobs`` in its own thread, all released at once by
-    a barrier. Returns the fitted estimators and each fit's (start, end) times."""
-    barrier = threading.Barrier(len(jobs))
-    spans, errors = [None] * len(jobs), []
-
-    def run(i, est, X, y):
-        try:
-            barrier.wait()
-            t0 = time.perf_counter()
-            if limit_threads:
-                # OpenMP's thread count is per calling thread: limit it in this thread
-                with threadpool_limits(1):
-                    est.fit(X, y)
-            else:
+    a barrier. Returns each fit's (start, end) times."""
+    def run(i):
+        est, X, y = jobs[i]
+        t0 = time.perf_counter()
+        if limit_threads:
+            # OpenMP's thread count is per calling thread: limit it in this thread
+            with threadpool_limits(1):
                 est.fit(X, y)
-            spans[i] = (t0, time.perf_counter())
-        except BaseException as exc:
-            errors.append(exc)
+        else:
+            est.fit(X, y)
+        return t0, time.perf_counter()
 
-    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return spans
+    return run_in_threads(len(jobs), run)
 
 
 @pytest.mark.parametrize("case", sorted(CONCURRENT_CASES))
@@ -550,6 +534,7 @@ def _assert_same_search(local, remote):
     assert [p for p in remote.cv_results_["params"]] == [p for p in local.cv_results_["params"]]
 
 
+@pytest.mark.slow
 def test_dask_gridsearch_classifier_pipeline(dask_client):
     X, y = make_classification(n_samples=600, n_features=12, n_informative=6, n_classes=3,
                                random_state=0)
@@ -562,6 +547,7 @@ def test_dask_gridsearch_classifier_pipeline(dask_client):
     assert len(set(local.cv_results_["mean_test_score"])) > 1
 
 
+@pytest.mark.slow
 def test_dask_gridsearch_regressor_pipeline(dask_client):
     X, y = make_regression(n_samples=600, n_features=10, noise=5.0, random_state=0)
     pipe = Pipeline([("scale", StandardScaler()),
@@ -573,6 +559,7 @@ def test_dask_gridsearch_regressor_pipeline(dask_client):
     assert len(set(local.cv_results_["mean_test_score"])) > 1
 
 
+@pytest.mark.slow
 def test_dask_workers_run_one_thread_per_pool(dask_client):
     """distributed starts its worker processes with OMP_NUM_THREADS=1 (and OpenBLAS/MKL
     likewise): fastprop's OpenMP and BLAS pools in the workers follow, so 2 workers x 1
@@ -593,6 +580,7 @@ def _fit_and_report(est, X, y):
     return est, os.getpid()
 
 
+@pytest.mark.slow
 def test_dask_fitted_model_round_trips(dask_client):
     """A model fitted on a worker comes back (pickled) equal to a local fit, and keeps
     its optimizer state: partial_fit continues where the worker left off."""
@@ -658,6 +646,7 @@ def test_incremental_trains_block_by_block():
         np.testing.assert_array_equal(pred.compute(), manual2.predict(X))
 
 
+@pytest.mark.slow
 def test_incremental_on_the_cluster(dask_client):
     da = importlib.import_module("dask.array")
     wrappers = importlib.import_module("dask_ml.wrappers")
@@ -840,6 +829,7 @@ def _memory_run(big_memmap, mode):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_LINUX, reason="reads /proc/self/status")
 def test_partial_fit_loop_over_memmap_memory_is_bounded_by_a_block(big_memmap):
     out = _memory_run(big_memmap, "loop")
@@ -851,6 +841,7 @@ def test_partial_fit_loop_over_memmap_memory_is_bounded_by_a_block(big_memmap):
         assert out["hwm_increase"] < limit, out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not ON_LINUX, reason="reads /proc/self/status")
 def test_incremental_over_memmapped_dask_array_memory_is_bounded_by_a_block(big_memmap):
     importlib.import_module("dask_ml.wrappers")

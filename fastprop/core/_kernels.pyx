@@ -122,7 +122,6 @@ cdef enum:
     SOLVER_ADAM = 1
 
 
-from fastprop.exceptions import NonFiniteRowsError
 
 
 # Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
@@ -1981,6 +1980,9 @@ def train_epoch(
                 solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
                 &hyper[0], &counter[0], &acc, sig, &nonfinite if check_finite else NULL)
         if nonfinite:
+            # imported here: the extension loads without the package (and so without
+            # scikit-learn) until it has something to raise
+            from fastprop.exceptions import NonFiniteRowsError
             raise NonFiniteRowsError(
                 "X contains NaN or infinity (found in the rows gathered for training)."
             )

@@ -1,0 +1,1 @@
+"""fastprop's tests (a package: shared helpers are in ``tests/helpers.py``)."""
