@@ -1,4 +1,4 @@
-"""Workloads W1-W6 of shared/BENCHMARKS.md and the contenders that train them, one epoch
+"""Workloads W1-W6 (benchmarks/README.md, "The workloads") and the contenders that train them, one epoch
 per call. Used by ``benchmarks/run.py``; nothing here times anything.
 
 Every contender has the same interface::
@@ -56,7 +56,7 @@ WORKLOADS = {
                batch=256, dtype="float32"),
 }
 
-# Full sizes (BENCHMARKS.md) and the --quick ones.
+# Full sizes (benchmarks/README.md) and the --quick ones.
 N_SAMPLES = {"mnist": 60000, "tabular": 20000, "digits": None, "regression": 50000}
 N_SAMPLES_QUICK = {"mnist": 6000, "tabular": 20000, "digits": None, "regression": 10000}
 

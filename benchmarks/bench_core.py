@@ -1,7 +1,7 @@
 """Benchmark fastprop's compiled loss-and-gradient against the NumPy reference.
 
 Times, side by side in one process, on the layer shapes of workload W1 (see
-shared/BENCHMARKS.md: 784 -> 256 relu -> 128 relu -> 10 softmax, log_loss, alpha=1e-4):
+benchmarks/README.md, "The workloads": 784 -> 256 relu -> 128 relu -> 10 softmax, log_loss, alpha=1e-4):
 
 - ``core``     ``fastprop.core.loss_and_gradients``: the public function as users call
                it (validation, packing the layers into a flat vector, workspace
@@ -48,7 +48,7 @@ Results (machine, versions, thread pools, allocator setting, every cell's statis
 go to ``benchmarks/results/bench_core.json`` unless ``--output`` says otherwise.
 
 The NumPy reference allocates large temporaries on every call, so its speed depends on
-glibc malloc's settings (``GLIBC_TUNABLES``, see BENCHMARKS.md); the setting in force is
+glibc malloc's settings (``GLIBC_TUNABLES``, see benchmarks/README.md); the setting in force is
 printed and recorded. This script changes no environment variable.
 """
 

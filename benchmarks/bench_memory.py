@@ -2,7 +2,7 @@
 
 Two measurements, each in a fresh subprocess so that one cannot inherit another's heap:
 
-1. **Peak RSS of fit on W1** (``shared/BENCHMARKS.md``: ``make_classification(60000,
+1. **Peak RSS of fit on W1** (benchmarks/README.md, "The workloads": ``make_classification(60000,
    784, n_informative=64, n_redundant=64, n_classes=10, n_clusters_per_class=1,
    random_state=0)`` as float32; hidden (256, 128) relu, Adam, batch 128, alpha 1e-4,
    ``tol=0``, ``--epochs`` epochs, 2 threads), for fastprop and for scikit-learn. The

@@ -1,4 +1,4 @@
-"""fastprop's standard benchmark: workloads W1-W6 of shared/BENCHMARKS.md, one training
+"""fastprop's standard benchmark: workloads W1-W6 (benchmarks/README.md), one training
 epoch as the unit, fastprop against scikit-learn's MLP, the NumPy reference training loop,
 PyTorch eager and JAX (jit of the whole epoch) when they are importable, and the GEMM
 floor (only the epoch's matrix products, on preallocated arrays).
@@ -274,7 +274,7 @@ def add_ratios(cell):
 
 
 def targets(cell):
-    """fastprop's targets (BENCHMARKS.md / the issue) for this cell: list of
+    """fastprop's targets (benchmarks/README.md, "The workloads") for this cell: list of
     (name, value, limit, met)."""
     res, key = cell["contenders"], cell["workload"]
     out = []

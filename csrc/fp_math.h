@@ -51,7 +51,7 @@ static inline double fp_xlogx_d(double x) { return x > 0.0 ? x * log(x) : 0.0; }
  * calling thread, returning the previous floating-point control state for
  * fp_denormals_restore. Weights that only weight decay acts on (constant-zero features,
  * dead units) shrink geometrically into the subnormal range, where x86 arithmetic is
- * ~100x slower: measured, an Adam epoch on load_digits after 300 epochs ran 5x slower.
+ * about 100 times slower (benchmarks/README.md has the measurement).
  * XLA runs its CPU kernels this way too. No-op on other architectures. */
 #if defined(__SSE2__) || defined(_M_X64) || (defined(_M_IX86_FP) && _M_IX86_FP >= 2)
 #include <xmmintrin.h>

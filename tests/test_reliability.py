@@ -1368,7 +1368,7 @@ def test_divergence_raises_or_ends_finite(Est, solver, lr, scale, dtype, early_s
 
 
 # =======================================================================================
-# 5. interrupts (estimator level; test_core.py covers Trainer.run_epoch)
+# 5. interrupts (estimator level; test_core_safety.py covers Trainer.run_epoch)
 # =======================================================================================
 
 INTERRUPT_CASES = {

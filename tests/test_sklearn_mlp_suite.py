@@ -22,7 +22,7 @@ EXCLUDED = {
         "_loss_grad_lbfgs",
         "calls scikit-learn's private MLPClassifier._loss_grad_lbfgs; fastprop's "
         "gradients are fastprop.core.loss_and_gradients, checked against finite "
-        "differences in test_core.py",
+        "differences in test_core_maths.py",
     ),
 }
 

@@ -126,15 +126,13 @@ cdef enum:
 
 # Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
 # worker threads keep spinning for a while after each GEMM, so an OpenMP team woken
-# between two GEMMs competes with them for the cores: benchmarks/bench_core.py measured
-# blocks of 2^16..2^20 entries running 1.2-7x SLOWER with a 2-thread elementwise pass
-# than with one, on 2 cores. Only passes far larger than a training block go parallel.
+# between two GEMMs competes with them for the cores (measured by bench_core.py: see
+# benchmarks/README.md). Only passes far larger than a training block go parallel.
 cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 24
 # Check for Ctrl-C (and other signals) every this many minibatches. Only a call from
 # the main thread checks: Python runs signal handlers there alone, and taking the GIL
 # back from a worker thread would make a background fit wait on whatever Python code
-# the other threads run (measured: a background epoch asleep on the GIL longer than it
-# computed while the main thread ran Python).
+# the other threads run (tests/test_scaleout.py checks that it does not).
 cdef Py_ssize_t SIGNAL_CHECK_EVERY = 8
 
 import threading as _threading
@@ -1588,10 +1586,8 @@ cdef Py_ssize_t UNITS_MIN_WORK = 1 << 20
 # Dense minibatches of SPLIT_MIN_BATCH rows up to (not including) UNITS_OVER_ROWS_BATCH
 # are cut by units rather than rows when rows x n_params reaches UNITS_OVER_ROWS_WORK.
 # There each half of a row split packs all of a big layer's weights again for few rows,
-# and steps both halves' gradient buffers. In-process A/B, 784-256-128-10 network
-# (235k parameters), epoch time units / rows: 0.95x at 128 rows on 1 and on 2 threads
-# (less in the VM's slow phases, whose extra memory traffic the second gradient buffer
-# feels); at 200 rows 0.96x on 1 thread but 1.01x on 2.
+# and steps both halves' gradient buffers (the A/B behind the numbers is in
+# benchmarks/README.md, "Splits").
 cdef Py_ssize_t UNITS_OVER_ROWS_BATCH = 192
 cdef Py_ssize_t UNITS_OVER_ROWS_WORK = 1 << 24
 
