@@ -33,7 +33,6 @@ import pickle
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -385,17 +384,35 @@ def _result_arrays(kind, result):
     return [np.asarray(a) for a in [value] + list(cg) + list(ig)]
 
 
-def _check_core_vs_reference(rep, spec):
+def _core_and_reference(spec, build):
+    """The call ``build(spec)`` describes, built twice (each side gets its own arrays)
+    and made on ``fastprop.core`` and on ``fastprop.reference``: (core's outcome, the
+    reference's outcome, the core's arguments, a description for reports)."""
     kind = spec["kind"]
-    a_args, a_kw = build_core_call(spec)
-    b_args, b_kw = build_core_call(spec)
+    a_args, a_kw = build(spec)
+    b_args, b_kw = build(spec)
     got = outcome(lambda: getattr(core, kind)(*a_args, **a_kw))
     ref = outcome(lambda: getattr(reference, kind)(*b_args, **b_kw))
-    desc = f"{kind} {spec}"
+    return got, ref, (a_args, b_args), f"{kind} {spec}"
+
+
+def _unclear_error(rep, kind, got, desc):
+    """Report a violation and return True when the core raised anything but a clear
+    error."""
+    exc = got[1]
+    if not isinstance(exc, CLEAR):
+        rep.violation(kind, f"core raised {type(exc).__name__}: {exc} | {desc}")
+        return True
+    return False
+
+
+def _check_core_vs_reference(rep, spec):
+    kind = spec["kind"]
+    got, ref, _, desc = _core_and_reference(spec, build_core_call)
     if got[0] == "raised":
         exc = got[1]
-        if not isinstance(exc, CLEAR):
-            return rep.violation(kind, f"core raised {type(exc).__name__}: {exc} | {desc}")
+        if _unclear_error(rep, kind, got, desc):
+            return
         if ref[0] != "raised":
             return rep.violation(kind, f"core raised {type(exc).__name__}: {exc} but the "
                                        f"reference answered | {desc}")
@@ -484,16 +501,19 @@ def _same(a, b):
 
 def _check_update_vs_reference(rep, spec):
     kind = spec["kind"]
-    a_arrays, a_hyper = build_update_call(spec)
-    b_arrays, b_hyper = build_update_call(spec)
-    before = _snapshot(a_arrays)
-    got = outcome(lambda: getattr(core, kind)(*a_arrays, **a_hyper))
-    ref = outcome(lambda: getattr(reference, kind)(*b_arrays, **b_hyper))
-    desc = f"{kind} {spec}"
+    before = {}
+
+    def build(spec):
+        arrays, hyper = build_update_call(spec)
+        before.setdefault("arrays", _snapshot(arrays))  # the core's side, built first
+        return arrays, hyper
+
+    got, ref, (a_arrays, b_arrays), desc = _core_and_reference(spec, build)
     if got[0] == "raised":
         exc = got[1]
-        if not isinstance(exc, CLEAR):
-            return rep.violation(kind, f"core raised {type(exc).__name__}: {exc} | {desc}")
+        if _unclear_error(rep, kind, got, desc):
+            return
+        before = before["arrays"]
         # a rejected call changes nothing
         if not all(_same(x, y) for x, y in zip(a_arrays, before)):
             return rep.violation(kind, f"core raised {type(exc).__name__} after modifying "
