@@ -88,7 +88,29 @@ cdef extern from "fp_team.h" nogil:
     int fp_team_threads(int n)
     int fp_omp_max_threads()
     int fp_has_openmp()
-    void FP_BARRIER()
+    int FP_OWN_BARRIER
+    int FP_GOV
+    int FP_MODE_TEAM, FP_MODE_SOLO, FP_MODE_DONE
+    ctypedef struct fp_team:
+        int n
+        int solo_periods
+    int fp_team_begin(fp_team* tm, int n)
+    void fp_team_barrier(fp_team* tm, int tid, int nt)
+    int fp_team_govern(fp_team* tm, int nt)
+    void fp_team_rejoin(fp_team* tm)
+    int fp_team_rest(fp_team* tm, int* seen)
+    void fp_team_end(fp_team* tm, int nt)
+    int fp_team_gen(fp_team* tm)
+    ctypedef void (*fp_task_fn)(void* arg, int tid, int nt) noexcept nogil
+    int fp_pool_run(fp_task_fn fn, void* arg, int n)
+    int fp_pool_init()
+    int fp_pool_threads()
+    int FP_POOL
+    int fp_gov_enabled
+    long long fp_gov_solo_total, fp_gov_solo_starts
+    long long fp_gov_window_ns, fp_gov_probe_ns, fp_gov_solo_ns, fp_gov_solo_max_ns
+    double fp_gov_idle
+    void fp_gov_forget()
     int fp_team_size()
     int fp_thread_id()
     int fp_flag_get(int* p)
@@ -145,6 +167,55 @@ HAS_OPENMP = bool(fp_has_openmp())
 # True where the flat-vector loops (csrc/fp_optim.h) are compiled per ISA level and
 # chosen at load time (GCC target_clones on x86-64 Linux).
 SIMD_DISPATCH = bool(fp_dispatch_enabled())
+# True where the team's barriers are fastprop's own (brief spin, then a futex sleep),
+# False where they are OpenMP's (csrc/fp_team.h).
+OWN_BARRIER = bool(FP_OWN_BARRIER)
+# True where a team whose members wait too long at its barriers (another process busy
+# on a core) goes on with thread 0 alone (csrc/fp_team.h, "foreign load").
+TEAM_GOVERNOR = bool(FP_GOV)
+
+
+def _set_team_governor(on=None, idle=None, window=None, probe=None, solo=None,
+                       solo_max=None):
+    """Turn the team's governor on or off and set its thresholds (for benchmarks and
+    tests; times in seconds; None keeps a setting), forgetting a solo period carried
+    from an earlier pass. Returns the old settings, to pass back. Call it between
+    passes."""
+    global fp_gov_enabled, fp_gov_idle, fp_gov_window_ns, fp_gov_probe_ns
+    global fp_gov_solo_ns, fp_gov_solo_max_ns
+    old = dict(on=fp_gov_enabled != 0, idle=fp_gov_idle, window=fp_gov_window_ns / 1e9,
+               probe=fp_gov_probe_ns / 1e9, solo=fp_gov_solo_ns / 1e9,
+               solo_max=fp_gov_solo_max_ns / 1e9)
+    if FP_GOV:
+        if on is not None:
+            fp_gov_enabled = 1 if on else 0
+        if idle is not None:
+            fp_gov_idle = idle
+        if window is not None:
+            fp_gov_window_ns = <long long> (window * 1e9)
+        if probe is not None:
+            fp_gov_probe_ns = <long long> (probe * 1e9)
+        if solo is not None:
+            fp_gov_solo_ns = <long long> (solo * 1e9)
+        if solo_max is not None:
+            fp_gov_solo_max_ns = <long long> (solo_max * 1e9)
+    fp_gov_forget()
+    return old
+
+
+def _team_governor_stats():
+    """(solo periods entered, passes started alone) since the module loaded."""
+    return int(fp_gov_solo_total), int(fp_gov_solo_starts)
+
+
+# True where a team's threads are fastprop's own pool (csrc/fp_team.h, "pool"), which
+# sleep between passes; False where they are OpenMP's.
+OWN_POOL = bool(FP_POOL)
+
+
+def _pool_threads():
+    """Threads the pool has started (a team of n uses n - 1 of them and its caller)."""
+    return int(fp_pool_threads())
 
 
 def openmp_max_threads():
@@ -159,7 +230,7 @@ def team_usable():
     return bool(fp_team_usable())
 
 
-if fp_team_init() != 0:
+if fp_team_init() != 0 or fp_pool_init() != 0:
     raise ImportError("fastprop: pthread_atfork failed to register the fork guard")
 
 
@@ -1433,9 +1504,13 @@ cdef struct SplitShared:
     double sq[2]          # the segments' sums of squared weights
     int stop              # set by thread 0 when a signal handler raised
     int nonfinite[2]      # per thread: a gathered X row had a NaN or an infinity
+    fp_team team          # the barrier, and who works (csrc/fp_team.h)
+    # thread 0's loop state, left for members it wakes after running alone
+    Py_ssize_t start, b, t
+    double sq_now
 
 
-cdef bint _team_interrupted(int tid, Py_ssize_t b, Py_ssize_t signal_every,
+cdef bint _team_interrupted(int tid, int nt, Py_ssize_t b, Py_ssize_t signal_every,
                             SplitShared* sh) noexcept nogil:
     """After minibatch b (from 1), every ``signal_every``: thread 0 checks for signals
     (it is the caller's thread), and the whole team learns at a barrier whether a signal
@@ -1448,8 +1523,46 @@ cdef bint _team_interrupted(int tid, Py_ssize_t b, Py_ssize_t signal_every,
         with gil:
             rc = _check_signals()
         sh.stop = rc != 0
-    FP_BARRIER()
+    fp_team_barrier(&sh.team, tid, nt)
     return sh.stop != 0
+
+
+cdef inline bint _team_next(int tid, int* nt, int* seen, Py_ssize_t* start,
+                            Py_ssize_t* b, Py_ssize_t* t, double* sq,
+                            SplitShared* sh) noexcept nogil:
+    """Between minibatches: who works on the next one. A member that thread 0 left
+    behind sleeps until woken (then takes thread 0's loop state) or until the pass ends
+    (returns True: leave the loop). Thread 0 alone wakes the team when its solo period
+    is over. Results do not depend on it: the parts are the same for any team."""
+    if nt[0] > 1:
+        if fp_team_gen(&sh.team) == seen[0]:
+            return False
+        if tid == 0:
+            nt[0] = 1
+            return False
+        if fp_team_rest(&sh.team, seen) == FP_MODE_DONE:
+            return True
+        start[0] = sh.start
+        b[0] = sh.b
+        t[0] = sh.t
+        sq[0] = sh.sq_now
+        return False
+    if tid == 0 and sh.team.n > 1 and fp_team_govern(&sh.team, 1) == FP_MODE_TEAM:
+        sh.start = start[0]
+        sh.b = b[0]
+        sh.t = t[0]
+        sh.sq_now = sq[0]
+        fp_team_rejoin(&sh.team)
+        seen[0] = fp_team_gen(&sh.team)
+        nt[0] = sh.team.n
+    return False
+
+
+cdef inline void _team_last_barrier(int tid, int nt, SplitShared* sh) noexcept nogil:
+    """The last barrier of a minibatch; thread 0 first decides whether it goes on alone."""
+    if tid == 0:
+        fp_team_govern(&sh.team, nt)
+    fp_team_barrier(&sh.team, tid, nt)
 
 
 cdef double _half_gradient(
@@ -1466,6 +1579,77 @@ cdef double _half_gradient(
                            <floating> 0.0)
 
 
+cdef struct Epoch:
+    # One team pass over an epoch: what its members read (data, buffers, optimizer
+    # state, step parameters) and share. The arrays are float or double, as the pass.
+    Net* net
+    void* params
+    void* grads
+    void* grads2          # the second half's gradient sums (row split only)
+    const void* X
+    CSR* csr              # X's rows when X is sparse (row split only)
+    Py_ssize_t n
+    const void* Y
+    const void* sample_weight
+    const Py_ssize_t* order
+    Py_ssize_t batch_size
+    double alpha
+    void* acts
+    void* deltas
+    void* x_buf
+    void* y_buf
+    void* sw_buf
+    int solver
+    void* state_1
+    void* state_2
+    const double* hyper
+    Py_ssize_t* counter
+    double* acc_out
+    Py_ssize_t signal_every
+    SplitShared* sh
+    bint check_finite
+
+
+cdef Epoch _epoch(
+    Net* net, floating* params, floating* grads, floating* grads2,
+    const floating* X, CSR* csr, Py_ssize_t n,
+    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
+    Py_ssize_t batch_size, double alpha,
+    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
+    int solver, floating* state_1, floating* state_2, const double* hyper,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
+    bint check_finite,
+) noexcept nogil:
+    cdef Epoch e
+    e.net = net
+    e.params = params
+    e.grads = grads
+    e.grads2 = grads2
+    e.X = X
+    e.csr = csr
+    e.n = n
+    e.Y = Y
+    e.sample_weight = sample_weight
+    e.order = order
+    e.batch_size = batch_size
+    e.alpha = alpha
+    e.acts = acts
+    e.deltas = deltas
+    e.x_buf = x_buf
+    e.y_buf = y_buf
+    e.sw_buf = sw_buf
+    e.solver = solver
+    e.state_1 = state_1
+    e.state_2 = state_2
+    e.hyper = hyper
+    e.counter = counter
+    e.acc_out = acc_out
+    e.signal_every = signal_every
+    e.sh = sh
+    e.check_finite = check_finite
+    return e
+
+
 cdef void _split_worker(
     Net* net, floating* params, floating* grads, floating* grads2,
     const floating* X, const CSR* csr, Py_ssize_t n,
@@ -1474,15 +1658,18 @@ cdef void _split_worker(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
-    bint check_finite,
+    bint check_finite, int tid, int nt,
 ) noexcept nogil:
     """One team member's share of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int tid = fp_thread_id(), nt = fp_team_size(), h
+    cdef int h
     cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
+    cdef int seen = 0  # the team's gen this member last saw
+    if tid == 0:
+        sh.team.n = nt  # the team OpenMP started (it may start fewer than asked)
     cdef CSR my_csr
     cdef CSR* csr_h = NULL
     if csr != NULL:
@@ -1510,7 +1697,7 @@ cdef void _split_worker(
                     net, params, Xb, csr_h, rows, Yb, swb, acts + h * net.work_size,
                     deltas + h * net.work_size, grads if h == 0 else grads2)
                 h += nt
-            FP_BARRIER()
+            fp_team_barrier(&sh.team, tid, nt)
             # -- the optimizer step, one segment of the flat vector each --------------
             acc += ((sh.data[0] + sh.data[1]) / s + 0.5 * alpha * sq / s) * nb
             st.scale = 1.0 / s
@@ -1526,43 +1713,43 @@ cdef void _split_worker(
                     params, grads, grads2, state_1, state_2, seg_lo,
                     coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, &st)
                 h += nt
-            FP_BARRIER()
+            _team_last_barrier(tid, nt, sh)
             sq = sh.sq[0] + sh.sq[1]
         start += nb
         b += 1
-        if _team_interrupted(tid, b, signal_every, sh):
+        if _team_interrupted(tid, nt, b, signal_every, sh):
+            break
+        if _team_next(tid, &nt, &seen, &start, &b, &t, &sq, sh):
             break
     if tid == 0:
+        fp_team_end(&sh.team, nt)
         acc_out[0] += acc
         counter[0] = t
     fp_denormals_restore(fpu)
 
 
-cdef int _train_epoch_split(
-    Net* net, floating* params, floating* grads, floating* grads2,
-    const floating* X, CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
-    int* nonfinite,
-) except -1 nogil:
-    """The split-minibatch epoch on a team of ``n_threads`` (1 or 2) threads."""
-    cdef SplitShared sh
-    sh.data[0] = sh.data[1] = 0.0
-    sh.sq[0] = sh.sq[1] = 0.0
-    sh.stop = 0
-    sh.nonfinite[0] = sh.nonfinite[1] = 0
-    n_threads = fp_team_threads(n_threads)
-    with parallel(num_threads=n_threads):
-        _split_worker(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
-                      batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
-                      state_1, state_2, hyper, counter, acc_out, signal_every, &sh,
-                      nonfinite != NULL)
-    if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
-        nonfinite[0] = 1
-    return -1 if sh.stop else 0
+# What each team member runs (csrc/fp_team.h, fp_pool_run): the epoch's worker for
+# member tid of nt, in the pass's precision.
+cdef void _split_task_f(void* p, int tid, int nt) noexcept nogil:
+    cdef Epoch* e = <Epoch*> p
+    _split_worker(e.net, <float*> e.params, <float*> e.grads, <float*> e.grads2,
+                  <const float*> e.X, e.csr, e.n, <const float*> e.Y,
+                  <const float*> e.sample_weight, e.order, e.batch_size, e.alpha,
+                  <float*> e.acts, <float*> e.deltas, <float*> e.x_buf, <float*> e.y_buf,
+                  <float*> e.sw_buf, e.solver, <float*> e.state_1, <float*> e.state_2,
+                  e.hyper, e.counter, e.acc_out, e.signal_every, e.sh, e.check_finite,
+                  tid, nt)
+
+
+cdef void _split_task_d(void* p, int tid, int nt) noexcept nogil:
+    cdef Epoch* e = <Epoch*> p
+    _split_worker(e.net, <double*> e.params, <double*> e.grads, <double*> e.grads2,
+                  <const double*> e.X, e.csr, e.n, <const double*> e.Y,
+                  <const double*> e.sample_weight, e.order, e.batch_size, e.alpha,
+                  <double*> e.acts, <double*> e.deltas, <double*> e.x_buf,
+                  <double*> e.y_buf, <double*> e.sw_buf, e.solver, <double*> e.state_1,
+                  <double*> e.state_2, e.hyper, e.counter, e.acc_out, e.signal_every,
+                  e.sh, e.check_finite, tid, nt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1655,15 +1842,18 @@ cdef void _units_worker(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
-    bint check_finite,
+    bint check_finite, int tid, int nt,
 ) noexcept nogil:
     """One team member's parts of the epoch. Every member runs the same loop over the
     minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int tid = fp_thread_id(), nt = fp_team_size(), h, l, L = net.n_layers
+    cdef int h, l, L = net.n_layers
     cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
     _step_init(&st, solver, alpha, hyper)
+    cdef int seen = 0  # the team's gen this member last saw
+    if tid == 0:
+        sh.team.n = nt  # the team OpenMP started (it may start fewer than asked)
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[L]
     cdef Py_ssize_t last = net.a_off[L - 1], n_in, n_o, lo, hi, r0, rows
     cdef Py_ssize_t start = 0, nb, b = 0, t = counter[0]
@@ -1697,7 +1887,7 @@ cdef void _units_worker(
                 Xb = x_buf
                 Yb = y_buf
                 swb = sw_buf if sample_weight != NULL else NULL
-                FP_BARRIER()
+                fp_team_barrier(&sh.team, tid, nt)
             else:
                 Xb = X + start * n_feat
                 Yb = Y + start * n_out
@@ -1721,7 +1911,7 @@ cdef void _units_worker(
                                               net.activation if l < L - 1 else ACT_IDENTITY)
                     h += nt
                 if l < L - 1 or out_cut:
-                    FP_BARRIER()
+                    fp_team_barrier(&sh.team, tid, nt)
                 A_prev = Z
             # -- loss + delta_L on thread 0, then the step of the output intercepts ---
             st.scale = 1.0 / s
@@ -1735,7 +1925,7 @@ cdef void _units_worker(
                 acc += (data / s + 0.5 * alpha * sq / s) * nb
                 _update_segment(params, grads, NULL, state_1, state_2, net.b_off[L - 1],
                                 0, n_out, &st)
-            FP_BARRIER()
+            fp_team_barrier(&sh.team, tid, nt)
             # -- backward: part h of each layer's inputs, stepped as soon as done -------
             sq_part[0] = sq_part[1] = 0.0
             for l in range(L - 1, -1, -1):
@@ -1769,46 +1959,75 @@ cdef void _units_worker(
                             net.w_off[l] + lo * n_o, (hi - lo) * n_o, (hi - lo) * n_o, &st)
                     h += nt
                 if l > 0:
-                    FP_BARRIER()
+                    fp_team_barrier(&sh.team, tid, nt)
             h = tid
             while h < 2:
                 sh.sq[h] = sq_part[h]
                 h += nt
             # every part stepped (the next forward reads all of them), both sums shared
-            FP_BARRIER()
+            _team_last_barrier(tid, nt, sh)
             sq = sh.sq[0] + sh.sq[1]
         start += nb
         b += 1
-        if _team_interrupted(tid, b, signal_every, sh):
+        if _team_interrupted(tid, nt, b, signal_every, sh):
+            break
+        if _team_next(tid, &nt, &seen, &start, &b, &t, &sq, sh):
             break
     if tid == 0:
+        fp_team_end(&sh.team, nt)
         acc_out[0] += acc
         counter[0] = t
     fp_denormals_restore(fpu)
 
 
-cdef int _train_epoch_units(
-    Net* net, floating* params, floating* grads,
-    const floating* X, Py_ssize_t n,
+cdef void _units_task_f(void* p, int tid, int nt) noexcept nogil:
+    cdef Epoch* e = <Epoch*> p
+    _units_worker(e.net, <float*> e.params, <float*> e.grads, <const float*> e.X, e.n,
+                  <const float*> e.Y, <const float*> e.sample_weight, e.order,
+                  e.batch_size, e.alpha, <float*> e.acts, <float*> e.deltas,
+                  <float*> e.x_buf, <float*> e.y_buf, <float*> e.sw_buf, e.solver,
+                  <float*> e.state_1, <float*> e.state_2, e.hyper, e.counter, e.acc_out,
+                  e.signal_every, e.sh, e.check_finite, tid, nt)
+
+
+cdef void _units_task_d(void* p, int tid, int nt) noexcept nogil:
+    cdef Epoch* e = <Epoch*> p
+    _units_worker(e.net, <double*> e.params, <double*> e.grads, <const double*> e.X, e.n,
+                  <const double*> e.Y, <const double*> e.sample_weight, e.order,
+                  e.batch_size, e.alpha, <double*> e.acts, <double*> e.deltas,
+                  <double*> e.x_buf, <double*> e.y_buf, <double*> e.sw_buf, e.solver,
+                  <double*> e.state_1, <double*> e.state_2, e.hyper, e.counter,
+                  e.acc_out, e.signal_every, e.sh, e.check_finite, tid, nt)
+
+
+cdef int _train_epoch_team(
+    Net* net, floating* params, floating* grads, floating* grads2,
+    const floating* X, CSR* csr, Py_ssize_t n,
     const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
     Py_ssize_t batch_size, double alpha,
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int n_threads,
-    int* nonfinite,
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, bint units,
+    int n_threads, int* nonfinite,
 ) except -1 nogil:
-    """The unit-split epoch on a team of ``n_threads`` (1 or 2) threads."""
+    """An epoch on a team of up to ``n_threads`` threads: minibatches split by rows (two
+    halves, ``grads2`` the second half's gradients), or cut by units with ``units``
+    (dense X; ``grads2`` and ``csr`` unused)."""
     cdef SplitShared sh
     sh.data[0] = sh.data[1] = 0.0
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
     sh.nonfinite[0] = sh.nonfinite[1] = 0
-    n_threads = fp_team_threads(n_threads)
-    with parallel(num_threads=n_threads):
-        _units_worker(net, params, grads, X, n, Y, sample_weight, order, batch_size,
-                      alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2,
-                      hyper, counter, acc_out, signal_every, &sh,
-                      nonfinite != NULL)
+    cdef Epoch e = _epoch(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
+                          batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
+                          state_1, state_2, hyper, counter, acc_out, signal_every, &sh,
+                          nonfinite != NULL)
+    cdef fp_task_fn task
+    if floating is float:
+        task = _units_task_f if units else _split_task_f
+    else:
+        task = _units_task_d if units else _split_task_d
+    fp_pool_run(task, &e, fp_team_begin(&sh.team, n_threads))
     if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
         nonfinite[0] = 1
     return -1 if sh.stop else 0
@@ -1836,16 +2055,13 @@ cdef inline int _train_epoch_any(
 ) except -1 nogil:
     """The split driver when ``grads2`` is given, the unit-split one for dense whole
     minibatches on a big enough network, the whole-minibatch one otherwise."""
-    if grads2 != NULL:
-        return _train_epoch_split(
-            net, params, grads, grads2, X, csr, n, Y, sample_weight, order, batch_size,
-            alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper,
-            counter, acc_out, signal_every, 2 if n_threads >= 2 else 1, nonfinite)
-    if csr == NULL and _units_split(net, batch_size):
-        return _train_epoch_units(
-            net, params, grads, X, n, Y, sample_weight, order, batch_size, alpha, acts,
-            deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter,
-            acc_out, signal_every, 2 if n_threads >= 2 else 1, nonfinite)
+    cdef bint units = grads2 == NULL and csr == NULL and _units_split(net, batch_size)
+    if grads2 != NULL or units:
+        return _train_epoch_team(
+            net, params, grads, grads2 if not units else NULL, X, csr, n, Y, sample_weight,
+            order, batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1,
+            state_2, hyper, counter, acc_out, signal_every, units,
+            2 if n_threads >= 2 else 1, nonfinite)
     return _train_epoch_impl(
         net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
         deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,

@@ -4,7 +4,8 @@ Every training pass (an epoch, or L-BFGS's pass over the data) runs its BLAS cal
 thread:
 
 - *split* passes (minibatches or blocks of ``_kernels.split_rows(rows) > 0`` rows) cut
-  every minibatch in two halves, run by an OpenMP team of up to two threads, each
+  every minibatch in two halves, run by a team of up to two threads (fastprop's own
+  pool, csrc/fp_team.h), each
   calling BLAS. Two threads calling a multi-threaded OpenBLAS at once would fight over
   its one pool of workers, and its multi-threaded products round differently, so the
   result would depend on the thread count.
