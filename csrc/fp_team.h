@@ -161,6 +161,8 @@ typedef struct {
     long long win_ns;               /* its shortest length */
     int win_batches;
     long long solo_until, solo_len; /* the solo period: its end, its length */
+    int solo_budget;                /* the solo period is for other passes' share */
+    int quit;                       /* ...and the other members left the pass for good */
     int solo_periods;               /* solo periods entered in this pass */
 } fp_team;
 
@@ -180,11 +182,45 @@ static int fp_gov_enabled = 1;
 /* For tests and benchmarks: solo periods entered, passes started alone by a carried period. */
 static long long fp_gov_solo_total = 0, fp_gov_solo_starts = 0;
 
+/* Design (budget). Fits running side by side in threads share the cores: every training
+ * pass runs on its calling thread, and a team takes extra threads only from the cores
+ * that the other passes leave free. fastprop/core/_team.py counts the passes in the
+ * process (fp_budget_passes) and knows the cores (fp_budget_cores); a team pass that
+ * started alone re-checks its share before the last barrier of every minibatch and goes
+ * on with thread 0 alone while the others need the cores (solo for at least
+ * fp_gov_solo_ns, then until its share allows the team again), so k passes on P cores
+ * run at most max(P, k) threads, give or take a minibatch. */
+static int fp_budget_passes = 0, fp_budget_cores = 1;
+static long long fp_gov_budget_total = 0;   /* solo periods entered for the budget */
+/* Team threads working now besides the teams' threads 0 (+(n-1) as a team starts; each
+ * member -1 when it returns, and -1 / +1 around its sleep while thread 0 is alone): a
+ * fit that starts waits until they and the training threads fit in the cores
+ * (fastprop/core/_team.py), rather than oversubscribe them for the minibatch a team
+ * takes to give a thread back. */
+static int fp_team_working = 0;
+static int fp_team_working_now(void) { return __atomic_load_n(&fp_team_working, __ATOMIC_ACQUIRE); }
+static void fp_team_working_add(int k) { __atomic_add_fetch(&fp_team_working, k, __ATOMIC_ACQ_REL); }
+
+static void fp_budget_set(int passes, int cores) {
+    __atomic_store_n(&fp_budget_cores, cores > 1 ? cores : 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&fp_budget_passes, passes, __ATOMIC_RELAXED);
+}
+
+/* Threads a team may use now: the cores the other passes leave free, at least 1. */
+static int fp_budget_share(void) {
+    int others = __atomic_load_n(&fp_budget_passes, __ATOMIC_RELAXED) - 1;
+    int share = fp_budget_cores - (others > 0 ? others : 0);
+    return share > 1 ? share : 1;
+}
+
 /* Forget a carried solo period (tests and benchmarks, between passes). */
 static void fp_gov_forget(void) {
     __atomic_store_n(&fp_gov_solo_until, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&fp_gov_solo_len, 0, __ATOMIC_RELAXED);
 }
+
+/* 1 once the members are to leave the pass (read after gen changed). */
+static int fp_team_quit(fp_team *tm) { return __atomic_load_n(&tm->quit, __ATOMIC_RELAXED); }
 
 /* Who works now: members compare it with the value they last saw. */
 static int fp_team_gen(fp_team *tm) { return __atomic_load_n(&tm->gen, __ATOMIC_ACQUIRE); }
@@ -202,6 +238,8 @@ static int fp_team_begin(fp_team *tm, int n) {
     tm->win_wait = 0;
     tm->win_batches = 0;
     tm->solo_until = 0;
+    tm->solo_budget = 0;
+    tm->quit = 0;
     tm->solo_len = __atomic_load_n(&fp_gov_solo_len, __ATOMIC_RELAXED);
     if (tm->solo_len <= 0)
         tm->solo_len = fp_gov_solo_ns;
@@ -214,6 +252,9 @@ static int fp_team_begin(fp_team *tm, int n) {
     tm->n = n > FP_TEAM_MAX ? FP_TEAM_MAX : n;
     return tm->n;
 }
+
+/* Thread 0 as its team of nt starts working. */
+static void fp_team_open(fp_team *tm, int nt) { tm->n = nt; }
 
 /* A barrier of the nt members now working, timed for the governor. */
 static void fp_team_barrier(fp_team *tm, int tid, int nt) {
@@ -230,10 +271,23 @@ static void fp_team_barrier(fp_team *tm, int tid, int nt) {
  * fp_team_rejoin. */
 static int fp_team_govern(fp_team *tm, int nt) {
     long long now = fp_now_ns();
-    if (tm->n <= 1 || !fp_gov_enabled)
+    if (tm->n <= 1)
         return FP_MODE_TEAM;
     if (nt <= 1)
-        return now >= tm->solo_until ? FP_MODE_TEAM : FP_MODE_SOLO;
+        return !tm->quit && now >= tm->solo_until ? FP_MODE_TEAM : FP_MODE_SOLO;
+    if (nt > fp_budget_share()) {
+        /* other fits started: leave them the cores for the rest of the pass (the members
+         * return from it, rather than sleep in it and wake at its end; the next pass
+         * takes the share there is then) */
+        tm->solo_until = now;
+        tm->solo_budget = 1;
+        __atomic_store_n(&tm->quit, 1, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&fp_gov_budget_total, 1, __ATOMIC_RELAXED);
+        __atomic_store_n(&tm->gen, tm->gen + 1, __ATOMIC_RELEASE);
+        return FP_MODE_SOLO;
+    }
+    if (!fp_gov_enabled)
+        return FP_MODE_TEAM;
     tm->win_batches++;
     long long span = now - tm->win_start;
     if (tm->win_batches < 2 || span < tm->win_ns)
@@ -251,6 +305,7 @@ static int fp_team_govern(fp_team *tm, int nt) {
         return FP_MODE_TEAM;
     }
     tm->solo_until = now + tm->solo_len;
+    tm->solo_budget = 0;
     tm->solo_periods++;
     __atomic_add_fetch(&fp_gov_solo_total, 1, __ATOMIC_RELAXED);
     __atomic_store_n(&tm->gen, tm->gen + 1, __ATOMIC_RELEASE);
@@ -261,7 +316,9 @@ static int fp_team_govern(fp_team *tm, int nt) {
  * read it: wake them to work as a team again. */
 static void fp_team_rejoin(fp_team *tm) {
     long long now = fp_now_ns();
-    tm->solo_len = tm->solo_len * 2 < fp_gov_solo_max_ns ? tm->solo_len * 2 : fp_gov_solo_max_ns;
+    if (!tm->solo_budget)  /* a retry: the next solo period, if it fails, is longer */
+        tm->solo_len = tm->solo_len * 2 < fp_gov_solo_max_ns ? tm->solo_len * 2 : fp_gov_solo_max_ns;
+    tm->solo_budget = 0;
     tm->win_start = now;
     tm->win_ns = fp_gov_probe_ns;
     tm->win_batches = 0;
@@ -288,11 +345,13 @@ static int fp_team_rest(fp_team *tm, int *seen) {
             *seen = g;
             return FP_MODE_TEAM;
         }
+        fp_team_working_add(-1);
 #ifdef __linux__
         syscall(SYS_futex, &tm->gen, FUTEX_WAIT_PRIVATE, g, NULL, NULL, 0);
 #else
         sched_yield();
 #endif
+        fp_team_working_add(1);
     }
 }
 
@@ -303,7 +362,8 @@ static void fp_team_end(fp_team *tm, int nt) {
         return;
     if (fp_gov_enabled) {
         __atomic_store_n(&fp_gov_solo_len, tm->solo_len, __ATOMIC_RELAXED);
-        __atomic_store_n(&fp_gov_solo_until, nt <= 1 ? tm->solo_until : 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&fp_gov_solo_until, nt <= 1 && !tm->solo_budget ? tm->solo_until : 0,
+                         __ATOMIC_RELAXED);
     }
     __atomic_store_n(&tm->done, 1, __ATOMIC_RELEASE);
     __atomic_store_n(&tm->gen, tm->gen + 2, __ATOMIC_RELEASE);
@@ -336,8 +396,15 @@ static void fp_team_rejoin(fp_team *tm) { (void)tm; }
 static int fp_team_rest(fp_team *tm, int *seen) { (void)tm; (void)seen; return FP_MODE_DONE; }
 static void fp_team_end(fp_team *tm, int nt) { (void)tm; (void)nt; }
 static int fp_team_gen(fp_team *tm) { return tm->gen; }
+static int fp_team_quit(fp_team *tm) { (void)tm; return 0; }
 static int fp_gov_enabled = 0;
 static long long fp_gov_solo_total = 0, fp_gov_solo_starts = 0;
+static int fp_budget_passes = 0, fp_budget_cores = 1;
+static long long fp_gov_budget_total = 0;
+static int fp_team_working = 0;
+static int fp_team_working_now(void) { return 0; }
+static void fp_team_open(fp_team *tm, int nt) { tm->n = nt; }
+static void fp_budget_set(int passes, int cores) { fp_budget_passes = passes; fp_budget_cores = cores; }
 static long long fp_gov_window_ns = 0, fp_gov_probe_ns = 0, fp_gov_solo_ns = 0, fp_gov_solo_max_ns = 0;
 static double fp_gov_idle = 0.0;
 static void fp_gov_forget(void) {}
@@ -420,6 +487,7 @@ static void *fp_pool_thread(void *p) {
         seen = job;
         if (tid < fp_pool.nt) {
             fp_pool.fn(fp_pool.arg, tid, fp_pool.nt);
+            fp_team_working_add(-1);
             if (__atomic_sub_fetch(&fp_pool.left, 1, __ATOMIC_ACQ_REL) == 0)
                 fp_futex_wake_all(&fp_pool.left);
         }
@@ -472,6 +540,7 @@ static int fp_pool_run(fp_task_fn fn, void *arg, int n) {
         fp_pool.arg = arg;
         fp_pool.nt = n;
         __atomic_store_n(&fp_pool.left, n - 1, __ATOMIC_RELAXED);
+        fp_team_working_add(n - 1);
         __atomic_add_fetch(&fp_pool.job, 1, __ATOMIC_RELEASE);
         fp_futex_wake_all(&fp_pool.job);
     }
@@ -500,9 +569,18 @@ static int fp_pool_run(fp_task_fn fn, void *arg, int n) {
     if (n > 1) {
 #pragma omp parallel num_threads(n)
         {
-#pragma omp single nowait
-            used = omp_get_num_threads();
-            fn(arg, omp_get_thread_num(), omp_get_num_threads());
+            int tid = omp_get_thread_num();
+            if (tid == 0) {
+                used = omp_get_num_threads();
+#if FP_OWN_BARRIER
+                fp_team_working_add(used - 1);
+#endif
+            }
+            fn(arg, tid, omp_get_num_threads());
+#if FP_OWN_BARRIER
+            if (tid != 0)
+                fp_team_working_add(-1);
+#endif
         }
         return used;
     }

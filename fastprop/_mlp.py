@@ -13,6 +13,7 @@ over outputs of half the mean squared error, the quantity whose gradient is foll
 For a single output the two are identical.
 """
 
+import functools
 import time
 import warnings
 from itertools import chain
@@ -32,6 +33,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import core
+from .core._team import training
 from ._sklearn_compat import (
     Interval,
     Options,
@@ -58,6 +60,21 @@ _CORE_LOSS = {
     "logistic": "binary_log_loss",
 }
 
+
+
+
+def _training(method):
+    """A fit method during which the calling thread counts as training, parameter
+    checks and the steps between epochs included: fits running side by side in threads
+    share the cores, and a team's second thread comes only from a core none of them
+    uses (``core._team.training``)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with training():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
     """Base class of fastprop's multilayer perceptrons: fit, partial_fit, predict.
@@ -558,6 +575,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             if self.loss_curve_[-1] < self.best_loss_:
                 self.best_loss_ = self.loss_curve_[-1]
 
+    @_training
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Fit the model to data matrix X and target(s) y.
@@ -588,6 +606,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         return True
 
     @available_if(lambda est: est._check_solver())
+    @_training
     @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with a single iteration over the given data.
@@ -904,6 +923,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         )
 
     @available_if(lambda est: est._check_solver())
+    @_training
     @fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """Update the model with a single iteration over the given data.

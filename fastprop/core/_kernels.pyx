@@ -101,6 +101,7 @@ cdef extern from "fp_team.h" nogil:
     int fp_team_rest(fp_team* tm, int* seen)
     void fp_team_end(fp_team* tm, int nt)
     int fp_team_gen(fp_team* tm)
+    int fp_team_quit(fp_team* tm)
     ctypedef void (*fp_task_fn)(void* arg, int tid, int nt) noexcept nogil
     int fp_pool_run(fp_task_fn fn, void* arg, int n)
     int fp_pool_init()
@@ -111,6 +112,10 @@ cdef extern from "fp_team.h" nogil:
     long long fp_gov_window_ns, fp_gov_probe_ns, fp_gov_solo_ns, fp_gov_solo_max_ns
     double fp_gov_idle
     void fp_gov_forget()
+    void fp_budget_set(int passes, int cores)
+    int fp_team_working_now()
+    void fp_team_open(fp_team* tm, int nt)
+    long long fp_gov_budget_total
     int fp_team_size()
     int fp_thread_id()
     int fp_flag_get(int* p)
@@ -204,8 +209,20 @@ def _set_team_governor(on=None, idle=None, window=None, probe=None, solo=None,
 
 
 def _team_governor_stats():
-    """(solo periods entered, passes started alone) since the module loaded."""
-    return int(fp_gov_solo_total), int(fp_gov_solo_starts)
+    """(solo periods entered for waiting, passes started alone, solo periods entered to
+    leave the cores to other passes) since the module loaded."""
+    return int(fp_gov_solo_total), int(fp_gov_solo_starts), int(fp_gov_budget_total)
+
+
+def _team_working():
+    """Pool threads working now (in a team pass, not resting while thread 0 is alone)."""
+    return fp_team_working_now()
+
+
+def _set_budget(int passes, int cores):
+    """The training passes running in the process and the cores they share (kept by
+    fastprop/core/_team.py; a team pass re-checks its share every minibatch)."""
+    fp_budget_set(passes, cores)
 
 
 # True where a team's threads are fastprop's own pool (csrc/fp_team.h, "pool"), which
@@ -1531,8 +1548,8 @@ cdef inline bint _team_next(int tid, int* nt, int* seen, Py_ssize_t* start,
                             Py_ssize_t* b, Py_ssize_t* t, double* sq,
                             SplitShared* sh) noexcept nogil:
     """Between minibatches: who works on the next one. A member that thread 0 left
-    behind sleeps until woken (then takes thread 0's loop state) or until the pass ends
-    (returns True: leave the loop). Thread 0 alone wakes the team when its solo period
+    behind sleeps until woken (then takes thread 0's loop state) or until the pass ends,
+    or leaves at once when other fits need its core (returns True: leave the loop). Thread 0 alone wakes the team when its solo period
     is over. Results do not depend on it: the parts are the same for any team."""
     if nt[0] > 1:
         if fp_team_gen(&sh.team) == seen[0]:
@@ -1540,7 +1557,7 @@ cdef inline bint _team_next(int tid, int* nt, int* seen, Py_ssize_t* start,
         if tid == 0:
             nt[0] = 1
             return False
-        if fp_team_rest(&sh.team, seen) == FP_MODE_DONE:
+        if fp_team_quit(&sh.team) or fp_team_rest(&sh.team, seen) == FP_MODE_DONE:
             return True
         start[0] = sh.start
         b[0] = sh.b
@@ -1669,7 +1686,7 @@ cdef void _split_worker(
     _step_init(&st, solver, alpha, hyper)
     cdef int seen = 0  # the team's gen this member last saw
     if tid == 0:
-        sh.team.n = nt  # the team OpenMP started (it may start fewer than asked)
+        fp_team_open(&sh.team, nt)  # the team that started (maybe fewer than asked)
     cdef CSR my_csr
     cdef CSR* csr_h = NULL
     if csr != NULL:
@@ -1853,7 +1870,7 @@ cdef void _units_worker(
     _step_init(&st, solver, alpha, hyper)
     cdef int seen = 0  # the team's gen this member last saw
     if tid == 0:
-        sh.team.n = nt  # the team OpenMP started (it may start fewer than asked)
+        fp_team_open(&sh.team, nt)  # the team that started (maybe fewer than asked)
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[L]
     cdef Py_ssize_t last = net.a_off[L - 1], n_in, n_o, lo, hi, r0, rows
     cdef Py_ssize_t start = 0, nb, b = 0, t = counter[0]

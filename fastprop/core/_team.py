@@ -24,9 +24,12 @@ the parameter vector), and a multi-threaded dot product rounds by thread count.
 BLAS is held at one thread through threadpoolctl, as scikit-learn's KMeans holds it
 around its own OpenMP loops: the first hold limits it (from whichever thread it runs
 on), the last one released gives it back, so fits in several threads never see it
-change under them. The team goes to a split or unit-split pass that starts while no
-other pass runs; passes of fits running side by side each keep to their own thread
-(the same result), so threads do not oversubscribe the cores.
+change under them. Every pass runs on its calling thread; a split or unit-split pass
+gets a second thread only while the other passes leave it a free core (``_cores()``:
+the CPU affinity, within a cgroup quota), and a team gives that thread back, going on
+alone, as soon as passes that start later need the core (csrc/fp_team.h, "budget").
+Passes of fits running side by side get the same result either way, and k passes on
+P cores run at most max(P, k) threads.
 
 After ``os.fork()`` the child starts with no holds and no passes (the threads that held
 them are not in the child), and gives back a BLAS limit that a pass of the parent held
@@ -38,6 +41,7 @@ import ctypes
 import itertools
 import os
 import threading
+import time
 from contextlib import contextmanager
 
 import numpy as np
@@ -46,7 +50,7 @@ from . import _kernels
 
 _lock = threading.Lock()
 _holds = 0  # BLAS holds in progress: training passes and whole L-BFGS fits
-_passes = 0  # training passes in progress (the team goes to one that starts alone)
+_busy = {}  # thread ident -> depth: threads in a fit or a training pass (the cores' users)
 _limiter = None  # what gives BLAS back, while holds keep it at one thread
 _blas = None  # a ThreadpoolController over the BLAS libraries, or False if none is seen
 _generation = 0  # bumped by fork: holds and passes of the parent are not the child's
@@ -174,34 +178,91 @@ def split_team(rows, sizes=None):
     team size to pass to the kernel (1 or 2; always 1 for a whole pass). ``sizes`` (the
     network's layer sizes) marks an epoch over dense minibatches, whose whole minibatches
     may be cut by units instead (``_kernels.unit_split``)."""
-    global _passes
-    with blas_held() as held:
+    with blas_held() as held, training():
         with _lock:
-            generation = _generation
-            alone = _passes == 0
-            _passes += 1
+            others = len(_busy) - 1
         n_threads = 1
-        # the team goes to a split pass that starts alone: fits running side by side
-        # each keep to their own thread rather than oversubscribe the cores
-        if (alone and held and _team_pass(rows, sizes)
-                and _kernels.openmp_max_threads() >= 2):
+        # every pass runs on its calling thread; a team takes a second thread only from
+        # the cores the other passes leave free, and gives it back (goes on alone) when
+        # passes that start later need it (csrc/fp_team.h, "budget")
+        if (held and _team_pass(rows, sizes)
+                and min(_kernels.openmp_max_threads(), _cores() - others) >= 2):
             n_threads = 2
+        yield n_threads
+
+
+@contextmanager
+def training():
+    """Count the calling thread as training for the duration (a fit, between its passes
+    too, or a pass): the threads counted share the cores, and a team's second thread
+    comes only from a core none of them uses. Nests within a thread."""
+    me = threading.get_ident()
+    with _lock:
+        generation = _generation
+        first = me not in _busy
+        _busy[me] = _busy.get(me, 0) + 1
+        busy = len(_busy)
+        cores = _cores()
+        _kernels._set_budget(busy, cores)
+    if first:
+        # a team that started while the cores were free gives its second thread back
+        # before its next minibatch: wait for that (well under a second) rather than run
+        # one thread more than the cores
+        deadline = time.monotonic() + 0.5
+        while (_kernels._team_working() > 0 and busy + _kernels._team_working() > cores
+               and time.monotonic() < deadline):
+            time.sleep(0.0002)
+    try:
+        yield
+    finally:
+        with _lock:
+            if generation == _generation:  # else a fork reset the count in this child
+                if _busy[me] == 1:
+                    del _busy[me]
+                else:
+                    _busy[me] -= 1
+                _kernels._set_budget(len(_busy), _cores())
+
+
+_cgroup_cpus = None
+
+
+def _cgroup_quota():
+    """The CPUs a cgroup v2 quota allows (``cpu.max``), or 0 when there is none."""
+    global _cgroup_cpus
+    if _cgroup_cpus is None:
+        _cgroup_cpus = 0
         try:
-            yield n_threads
-        finally:
-            with _lock:
-                if generation == _generation:
-                    _passes -= 1
+            with open("/sys/fs/cgroup/cpu.max") as f:
+                quota, period = f.read().split()[:2]
+            if quota != "max":
+                _cgroup_cpus = max(1, int(quota) // int(period))
+        except (OSError, ValueError):
+            pass
+    return _cgroup_cpus
+
+
+def _cores():
+    """The cores the process may run on: its CPU affinity (read each pass: a worker may
+    change it), within a cgroup CPU quota."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    return min(n, quota) if quota else n
 
 
 def _after_fork_in_child():
     """The child of ``os.fork()`` has only the forking thread: no pass nor hold of the
     parent's other threads will ever end here. Start from none, with a fresh lock (one
     of them may have held it), and give back a BLAS limit they held."""
-    global _lock, _holds, _passes, _limiter, _generation
+    global _lock, _holds, _limiter, _generation
     _lock = threading.Lock()
     _generation += 1
-    _holds = _passes = 0
+    _holds = 0
+    _busy.clear()
+    _kernels._set_budget(0, _cores())
     limiter, _limiter = _limiter, None
     if limiter is not None:
         try:
