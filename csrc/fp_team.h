@@ -127,9 +127,10 @@ static void fp_barrier_wait(fp_barrier *b, int n) {
  * than one thread would. Every partition is fixed by the shapes, not by the team, so
  * thread 0 may run all parts alone from any minibatch on and the model is unchanged.
  * The governor below decides that: the members time their barrier waits, and thread 0,
- * before the last barrier of a minibatch, looks at the latest window (at least
- * 1 ms and two minibatches; 0.25 ms after waking the team). When the team spent more than fp_gov_idle of
- * its time waiting, thread 0 goes on alone ("solo") and the others sleep on a futex.
+ * before the last barrier of a minibatch, looks at the latest window (at least 1 ms
+ * and two minibatches; 0.25 ms after waking the team). When the team spent more than
+ * fp_gov_idle of its time waiting, thread 0 goes on alone ("solo") and the others
+ * sleep on a futex.
  * After a solo period thread 0 wakes them to try the team again; the period doubles
  * after each try that fails (fp_gov_solo_ns up to fp_gov_solo_max_ns) and starts over
  * once the team keeps up. The period carries over to the next pass, which then starts
@@ -182,14 +183,14 @@ static int fp_gov_enabled = 1;
 /* For tests and benchmarks: solo periods entered, passes started alone by a carried period. */
 static long long fp_gov_solo_total = 0, fp_gov_solo_starts = 0;
 
-/* Design (budget). Fits running side by side in threads share the cores: every training
- * pass runs on its calling thread, and a team takes extra threads only from the cores
- * that the other passes leave free. fastprop/core/_team.py counts the passes in the
- * process (fp_budget_passes) and knows the cores (fp_budget_cores); a team pass that
- * started alone re-checks its share before the last barrier of every minibatch and goes
- * on with thread 0 alone while the others need the cores (solo for at least
- * fp_gov_solo_ns, then until its share allows the team again), so k passes on P cores
- * run at most max(P, k) threads, give or take a minibatch. */
+/* Design (budget). Fits running side by side in threads share the cores: every fit
+ * runs on its calling thread, and a team takes extra threads only from the cores that
+ * the other fits leave free. fastprop/core/_team.py counts the threads that are
+ * training (fp_budget_passes) and knows the cores (fp_budget_cores); a team re-checks
+ * its share before the last barrier of every minibatch, and when other fits need the
+ * cores its members leave the pass and thread 0 finishes the epoch alone (the next
+ * epoch takes the share there is then). A fit that starts waits for that
+ * (fp_team_working), so k fits on P cores run at most max(P, k) threads. */
 static int fp_budget_passes = 0, fp_budget_cores = 1;
 static long long fp_gov_budget_total = 0;   /* solo periods entered for the budget */
 /* Team threads working now besides the teams' threads 0 (+(n-1) as a team starts; each
