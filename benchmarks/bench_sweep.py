@@ -6,12 +6,13 @@ For each cell this makes 4096 x 256 data (3 classes; CSR at 5 % density), fits
 for one epoch, then times further ``partial_fit`` epochs at the default thread count
 and under ``threadpool_limits(1)``, interleaved, best of ``--repeats`` each. The ratio
 team / one is what the team costs or gains. A cell whose minibatches run whole (on the
-calling thread at any thread count: ``core._kernels.split_rows`` and ``unit_split``)
+calling thread at any thread count: ``core._kernels.split_rows``, ``unit_split`` and
+``csr_split``)
 runs the same code either way and is reported as ``whole`` without timing.
 
 Target: no cell above 1.05 (the team never slower than one thread).
 
-    python benchmarks/bench_sweep.py [--repeats 3] [--quick] [--output FILE]
+    python benchmarks/bench_sweep.py [--repeats 3] [--quick] [--data "csr float32"] [--output FILE]
 """
 
 import argparse
@@ -44,11 +45,13 @@ def cpu_name():
         return platform.processor() or platform.machine()
 
 
-def kind(batch, width, depth, sparse):
+def kind(batch, width, depth, X):
+    sizes = np.array([D, *([width] * depth), 3], dtype=np.intp)
+    if sp.issparse(X):
+        return "rows" if _kernels.csr_split(sizes, X.nnz, X.shape[0], batch) else "whole"
     if _kernels.split_rows(batch):
         return "rows"
-    sizes = np.array([D, *([width] * depth), 3], dtype=np.intp)
-    if not sparse and _kernels.unit_split(sizes, batch):
+    if _kernels.unit_split(sizes, batch):
         return "units"
     return "whole"
 
@@ -78,6 +81,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="depth 1-2, widths 64/256/1024, float32 and CSR only")
+    ap.add_argument("--data", default=None,
+                    help="comma-separated subset of: float32, float64, csr float32")
     ap.add_argument("--output", default=str(Path(__file__).parent / "results" / "bench_sweep.json"))
     args = ap.parse_args()
     rng = np.random.RandomState(0)
@@ -89,6 +94,8 @@ def main():
     widths, depths, dtypes = WIDTHS, DEPTHS, ("float32", "float64", "csr float32")
     if args.quick:
         widths, depths, dtypes = (64, 256, 1024), (1, 2), ("float32", "csr float32")
+    if args.data:
+        dtypes = tuple(d.strip() for d in args.data.split(","))
     out = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
            "threads": _kernels.openmp_max_threads(), "repeats": args.repeats,
            "shape": [N, D], "cells": []}
@@ -98,7 +105,7 @@ def main():
           f"{'team s':>8} {'one s':>8} {'team/one':>8}")
     worst = 0.0
     for dtype, batch, width, depth in itertools.product(dtypes, BATCHES, widths, depths):
-        k = kind(batch, width, depth, dtype.startswith("csr"))
+        k = kind(batch, width, depth, data[dtype])
         row = {"data": dtype, "batch": batch, "width": width, "depth": depth, "kind": k}
         if k == "whole":
             print(f"{dtype:12} {batch:5} {width:5} {depth:5} {k:>6} {'':>8} {'':>8} {'-':>8}")

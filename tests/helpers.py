@@ -406,10 +406,18 @@ def kernel_setting(setter, value):
         setter(old)
 
 
+@contextlib.contextmanager
 def split_from(rows):
-    """Split every minibatch of at least ``rows`` rows (the production threshold keeps
-    small test problems whole)."""
-    return kernel_setting(_kernels._set_split_min_batch, rows)
+    """Split every minibatch of at least ``rows`` rows, sparse ones too (the production
+    thresholds keep small test problems whole)."""
+    with kernel_setting(_kernels._set_split_min_batch, rows), csr_split_from(0):
+        yield
+
+
+def csr_split_from(work):
+    """Split sparse minibatches by rows from ``work`` up (see the kernel's
+    CSR_SPLIT_MIN_WORK; the production threshold keeps small sparse problems whole)."""
+    return kernel_setting(_kernels._set_csr_split_min_work, work)
 
 
 def blas_threads():

@@ -26,6 +26,7 @@ from .helpers import (
     assert_epoch_close,
     assert_result_close,
     blas_threads,
+    csr_split_from,
     flat_grad,
     flat_pack,
     kernel_setting,
@@ -266,7 +267,8 @@ def _split_runs(dtype, sparse, n_threads_list, solver="adam"):
               for e in range(2)]
     out = {}
     for nt in n_threads_list:
-        with threadpool_limits(limits=nt):
+        # the CSR minibatches are too little work to be split at the production threshold
+        with threadpool_limits(limits=nt), csr_split_from(0):
             trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(),
                                    **SOLVERS[solver])
             accs = [trainer.run_epoch(X, p.Y, batch_size=256, alpha=1e-3,
@@ -287,6 +289,33 @@ def test_split_epoch_is_bitwise_the_same_for_any_thread_count(dtype, sparse, sol
     for a, b in zip(out[1], out[2]):
         assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.array_equal(out[1][1], params)
+
+
+def test_sparse_minibatches_split_only_where_the_work_pays():
+    """A sparse minibatch of a small network is too little work for two threads: it runs
+    whole (the same bits as the whole-minibatch driver) unless the work threshold is
+    lowered, when it splits (other bits: the halves' sums round differently)."""
+    p, params = trainer_problem("log_loss", np.float64, activation="relu", n=1500,
+                                 sizes=(30, 64, 32, 3), seed=21, weighted=True)
+    rng = np.random.default_rng(3)
+    X = core.csr_parts(sp.csr_matrix(p.X * (rng.uniform(size=p.X.shape) < 0.3)))
+    order = np.random.default_rng(0).permutation(1500).astype(np.intp)
+
+    def epoch():
+        trainer = core.Trainer(p.sizes, "relu", "log_loss", params.copy(), **SOLVERS["adam"])
+        trainer.run_epoch(X, p.Y, batch_size=256, alpha=1e-3,
+                          sample_weight=p.sample_weight, order=order)
+        return trainer.params
+
+    assert _kernels.split_rows(256) > 0
+    production = epoch()
+    with kernel_setting(_kernels._set_split_min_batch, 1 << 62):
+        whole = epoch()
+    with csr_split_from(0):
+        split = epoch()
+    assert_array_equal(production, whole)
+    assert not np.array_equal(split, whole)
+    assert_allclose(split, whole, rtol=1e-9, atol=1e-12)
 
 
 def test_split_team_takes_two_threads_and_holds_blas_at_one():

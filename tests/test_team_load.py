@@ -18,7 +18,7 @@ from numpy.testing import assert_array_equal
 from fastprop import core
 from fastprop.core import _kernels
 
-from .helpers import DTYPES, SOLVERS, trainer_problem, units_from
+from .helpers import DTYPES, SOLVERS, csr_split_from, trainer_problem, units_from
 
 needs_governor = pytest.mark.skipif(not _kernels.TEAM_GOVERNOR,
                                     reason="this build's team has no governor")
@@ -53,6 +53,7 @@ def _epochs(kind, dtype, solver, n_threads):
         if kind == "rows-csr":
             rng = np.random.default_rng(3)
             X = core.csr_parts(sp.csr_matrix(p.X * (rng.uniform(size=p.X.shape) < 0.3)))
+            ctx = csr_split_from(0)  # too little work to split at the production threshold
     orders = [np.random.default_rng(e).permutation(p.X.shape[0])[:-100].astype(np.intp)
               for e in range(2)]
     with ctx, threadpool_limits(limits=n_threads):

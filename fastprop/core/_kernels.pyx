@@ -1507,6 +1507,43 @@ def split_rows(Py_ssize_t batch_size):
     return _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
 
 
+# Sparse minibatches are split by rows only when rows x (stored values per row x the first
+# hidden width + the other layers' weights) reaches this: a minibatch of sparse rows on
+# a small network is too little work for two threads (benchmarks/README.md, "Where the
+# team pays": CSR row splits of 32-128 units at batch 128-256 took 1.05-1.58x one
+# thread).
+cdef double CSR_SPLIT_MIN_WORK = 1 << 20
+
+
+cdef bint _csr_split_pays(const Py_ssize_t[::1] sizes, Py_ssize_t nnz, Py_ssize_t n_rows,
+                          Py_ssize_t batch_size):
+    cdef Py_ssize_t l
+    cdef double per_row = <double> nnz / n_rows * sizes[1] if n_rows > 0 else 0.0
+    for l in range(1, sizes.shape[0] - 1):
+        per_row += <double> sizes[l] * sizes[l + 1]
+    return batch_size * per_row >= CSR_SPLIT_MIN_WORK
+
+
+def csr_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t nnz, Py_ssize_t n_rows,
+              Py_ssize_t batch_size):
+    """Whether sparse minibatches of ``batch_size`` rows of X (``nnz`` stored values in
+    ``n_rows`` rows) on a network of layer ``sizes`` are split by rows: split lengths
+    (``split_rows``) with work enough for two threads."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    return bool(split_rows(batch_size)) and bool(
+        _csr_split_pays(sizes, nnz, n_rows, batch_size))
+
+
+def _set_csr_split_min_work(double work):
+    """Set the smallest work of a sparse minibatch split by rows (for benchmarks and
+    tests; see CSR_SPLIT_MIN_WORK); returns the old one."""
+    global CSR_SPLIT_MIN_WORK
+    old = CSR_SPLIT_MIN_WORK
+    CSR_SPLIT_MIN_WORK = work
+    return old
+
+
 def _set_split_min_batch(Py_ssize_t rows):
     """Set the shortest minibatch that is split (for benchmarks); returns the old one."""
     global SPLIT_MIN_BATCH
@@ -2243,9 +2280,15 @@ def train_epoch_csr(
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
+    # the buffers are checked as split_rows says (the contract), the minibatches split
+    # only where that pays
     cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else batch_size)
     try:
         _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
+        if half > 0 and not _csr_split_pays(sizes, X_data.shape[0], X_indptr.shape[0] - 1,
+                                            batch_size):
+            half = 0
+            _net_set_rows(&net, batch_size)
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
                      sample_weight.shape[0], order.shape[0], order, batch_size,
