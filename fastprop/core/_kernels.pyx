@@ -2054,34 +2054,17 @@ cdef void _units_task_d(void* p, int tid, int nt) noexcept nogil:
                   e.acc_out, e.signal_every, e.sh, e.check_finite, tid, nt)
 
 
-cdef int _train_epoch_team(
-    Net* net, floating* params, floating* grads, floating* grads2,
-    const floating* X, CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, bint units,
-    int n_threads, int* nonfinite,
-) except -1 nogil:
-    """An epoch on a team of up to ``n_threads`` threads: minibatches split by rows (two
-    halves, ``grads2`` the second half's gradients), or cut by units with ``units``
-    (dense X; ``grads2`` and ``csr`` unused)."""
+cdef int _train_epoch_team(Epoch* e, fp_task_fn task, int n_threads,
+                           int* nonfinite) except -1 nogil:
+    """An epoch on a team of up to ``n_threads`` threads, each running ``task`` (the
+    row-split or unit-split worker in the epoch's precision) over ``e``."""
     cdef SplitShared sh
     sh.data[0] = sh.data[1] = 0.0
     sh.sq[0] = sh.sq[1] = 0.0
     sh.stop = 0
     sh.nonfinite[0] = sh.nonfinite[1] = 0
-    cdef Epoch e = _epoch(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
-                          batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver,
-                          state_1, state_2, hyper, counter, acc_out, signal_every, &sh,
-                          nonfinite != NULL)
-    cdef fp_task_fn task
-    if floating is float:
-        task = _units_task_f if units else _split_task_f
-    else:
-        task = _units_task_d if units else _split_task_d
-    fp_pool_run(task, &e, fp_team_begin(&sh.team, n_threads))
+    e.sh = &sh
+    fp_pool_run(task, e, fp_team_begin(&sh.team, n_threads))
     if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
         nonfinite[0] = 1
     return -1 if sh.stop else 0
@@ -2110,12 +2093,18 @@ cdef inline int _train_epoch_any(
     """The split driver when ``grads2`` is given, the unit-split one for dense whole
     minibatches on a big enough network, the whole-minibatch one otherwise."""
     cdef bint units = grads2 == NULL and csr == NULL and _units_split(net, batch_size)
+    cdef Epoch e
+    cdef fp_task_fn task
     if grads2 != NULL or units:
-        return _train_epoch_team(
-            net, params, grads, grads2 if not units else NULL, X, csr, n, Y, sample_weight,
-            order, batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1,
-            state_2, hyper, counter, acc_out, signal_every, units,
-            2 if n_threads >= 2 else 1, nonfinite)
+        # minibatches split by rows (grads2: the second half's gradients) or cut by units
+        e = _epoch(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
+                   batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1,
+                   state_2, hyper, counter, acc_out, signal_every, NULL, nonfinite != NULL)
+        if floating is float:
+            task = _units_task_f if units else _split_task_f
+        else:
+            task = _units_task_d if units else _split_task_d
+        return _train_epoch_team(&e, task, 2 if n_threads >= 2 else 1, nonfinite)
     return _train_epoch_impl(
         net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
         deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,
