@@ -6,8 +6,7 @@ For each cell this makes 4096 x 256 data (3 classes; CSR at 5 % density), fits
 for one epoch, then times further ``partial_fit`` epochs at the default thread count
 and under ``threadpool_limits(1)``, interleaved, best of ``--repeats`` each. The ratio
 team / one is what the team costs or gains. A cell whose minibatches run whole (on the
-calling thread at any thread count: ``core._kernels.split_rows``, ``unit_split`` and
-``csr_split``)
+calling thread at any thread count: ``core._kernels.epoch_partition``)
 runs the same code either way and is reported as ``whole`` without timing.
 
 Target: no cell above 1.05 (the team never slower than one thread).
@@ -46,14 +45,13 @@ def cpu_name():
 
 
 def kind(batch, width, depth, X):
+    """The epoch's partition: "whole", or "rows" / "units" and its parts ("rows4")."""
     sizes = np.array([D, *([width] * depth), 3], dtype=np.intp)
     if sp.issparse(X):
-        return "rows" if _kernels.csr_split(sizes, X.nnz, X.shape[0], batch) else "whole"
-    if _kernels.split_rows(batch):
-        return "rows"
-    if _kernels.unit_split(sizes, batch):
-        return "units"
-    return "whole"
+        k, parts, _ = _kernels.epoch_partition(sizes, batch, X.nnz, X.shape[0])
+    else:
+        k, parts, _ = _kernels.epoch_partition(sizes, batch)
+    return k if k == "whole" else f"{k}{parts}"
 
 
 def epoch(clf, X, y, limit):

@@ -186,12 +186,14 @@ static long long fp_gov_solo_total = 0, fp_gov_solo_starts = 0;
 /* Design (budget). Fits running side by side in threads share the cores: every fit
  * runs on its calling thread, and a team takes extra threads only from the cores that
  * the other fits leave free. fastprop/core/_team.py counts the threads that are
- * training (fp_budget_passes) and knows the cores (fp_budget_cores); a team re-checks
+ * training (fp_budget_passes) and the threads the process may use (fp_budget_cores: its
+ * cores, or an explicit OMP_NUM_THREADS / threadpool_limits, which may exceed them;
+ * fp_budget_machine: the cores alone); a team re-checks
  * its share before the last barrier of every minibatch, and when other fits need the
  * cores its members leave the pass and thread 0 finishes the epoch alone (the next
  * epoch takes the share there is then). A fit that starts waits for that
  * (fp_team_working), so k fits on P cores run at most max(P, k) threads. */
-static int fp_budget_passes = 0, fp_budget_cores = 1;
+static int fp_budget_passes = 0, fp_budget_cores = 1, fp_budget_machine = 1;
 static long long fp_gov_budget_total = 0;   /* solo periods entered for the budget */
 /* Team threads working now besides the teams' threads 0 (+(n-1) as a team starts; each
  * member -1 when it returns, and -1 / +1 around its sleep while thread 0 is alone): a
@@ -202,8 +204,9 @@ static int fp_team_working = 0;
 static int fp_team_working_now(void) { return __atomic_load_n(&fp_team_working, __ATOMIC_ACQUIRE); }
 static void fp_team_working_add(int k) { __atomic_add_fetch(&fp_team_working, k, __ATOMIC_ACQ_REL); }
 
-static void fp_budget_set(int passes, int cores) {
-    __atomic_store_n(&fp_budget_cores, cores > 1 ? cores : 1, __ATOMIC_RELAXED);
+static void fp_budget_set(int passes, int threads, int cores) {
+    __atomic_store_n(&fp_budget_cores, threads > 1 ? threads : 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&fp_budget_machine, cores > 1 ? cores : 1, __ATOMIC_RELAXED);
     __atomic_store_n(&fp_budget_passes, passes, __ATOMIC_RELAXED);
 }
 
@@ -287,7 +290,9 @@ static int fp_team_govern(fp_team *tm, int nt) {
         __atomic_store_n(&tm->gen, tm->gen + 1, __ATOMIC_RELEASE);
         return FP_MODE_SOLO;
     }
-    if (!fp_gov_enabled)
+    /* a team larger than the cores (an explicit OMP_NUM_THREADS above them) waits for
+     * its own descheduled members: the user asked for that, it is not foreign load */
+    if (!fp_gov_enabled || nt > __atomic_load_n(&fp_budget_machine, __ATOMIC_RELAXED))
         return FP_MODE_TEAM;
     tm->win_batches++;
     long long span = now - tm->win_start;
@@ -400,12 +405,14 @@ static int fp_team_gen(fp_team *tm) { return tm->gen; }
 static int fp_team_quit(fp_team *tm) { (void)tm; return 0; }
 static int fp_gov_enabled = 0;
 static long long fp_gov_solo_total = 0, fp_gov_solo_starts = 0;
-static int fp_budget_passes = 0, fp_budget_cores = 1;
+static int fp_budget_passes = 0, fp_budget_cores = 1, fp_budget_machine = 1;
 static long long fp_gov_budget_total = 0;
 static int fp_team_working = 0;
 static int fp_team_working_now(void) { return 0; }
 static void fp_team_open(fp_team *tm, int nt) { tm->n = nt; }
-static void fp_budget_set(int passes, int cores) { fp_budget_passes = passes; fp_budget_cores = cores; }
+static void fp_budget_set(int passes, int threads, int cores) {
+    fp_budget_passes = passes; fp_budget_cores = threads; fp_budget_machine = cores;
+}
 static long long fp_gov_window_ns = 0, fp_gov_probe_ns = 0, fp_gov_solo_ns = 0, fp_gov_solo_max_ns = 0;
 static double fp_gov_idle = 0.0;
 static void fp_gov_forget(void) {}

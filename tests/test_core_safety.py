@@ -256,10 +256,12 @@ def split(fn, min_batch=2):
     needs two half-workspaces and grads2); B = 2 rows split into 1 + 1."""
     def call():
         old = K._set_split_min_batch(min_batch)
+        old_csr = K._set_csr_split_min_work(0)  # sparse minibatches too, however small
         try:
             return fn()
         finally:
             K._set_split_min_batch(old)
+            K._set_csr_split_min_work(old_csr)
     return call
 
 # the split layout for B = 2: two halves of split_rows(2) = 2 rows each (rounded up to 8,
@@ -290,7 +292,7 @@ valid("adam_update empty", lambda: K.adam_update(EMPTY.copy(), EMPTY.copy(), EMP
                                                  EMPTY.copy(), t=1, learning_rate=0.1,
                                                  beta_1=0.9, beta_2=0.999, epsilon=1e-8))
 valid("train_epoch order a subset", lambda: te(order=np.array([4, 0, 2], dtype=np.intp)))
-for nt in (1, 2, 0, 99):  # the team size is clamped to 1..2
+for nt in (1, 2, 0, 99):  # the team size is clamped to 1..parts
     valid(f"train_epoch split, {nt} threads",
           split(lambda nt=nt: te(acts=np.empty(SWORK), deltas=np.empty(SWORK),
                                  grads2=np.empty(NP), n_threads=nt)))

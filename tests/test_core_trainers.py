@@ -328,14 +328,14 @@ def test_split_team_takes_two_threads_and_holds_blas_at_one():
     with threadpool_limits(limits=2):
         before = blas_threads()
         assert before and all(n == 2 for _, n in before)
-        with split_team(256) as nt:
-            assert nt == 2
+        with split_team(4) as nt:
+            assert nt == 2  # four parts, two threads allowed
             assert all(n == 1 for _, n in blas_threads())  # BLAS held at one thread
             # the cores are taken: an epoch on another thread runs on that thread alone
             other = []
 
             def second_pass():
-                with split_team(256) as nt2:
+                with split_team(4) as nt2:
                     other.append(nt2)
 
             worker = __import__("threading").Thread(target=second_pass)
@@ -344,16 +344,16 @@ def test_split_team_takes_two_threads_and_holds_blas_at_one():
             assert other == [1]
             assert all(n == 1 for _, n in blas_threads())
         assert blas_threads() == before
-        with split_team(8) as nt:
-            assert nt == 1  # short minibatches run whole, with BLAS on one thread too
+        with split_team(1) as nt:
+            assert nt == 1  # a whole pass runs on its thread, with BLAS on one thread too
             assert all(n == 1 for _, n in blas_threads())
         assert blas_threads() == before
         with pytest.raises(RuntimeError):
-            with split_team(256):
+            with split_team(2):
                 raise RuntimeError("an epoch that fails still gives BLAS back")
         assert blas_threads() == before
     with threadpool_limits(limits=1):
-        with split_team(256) as nt:
+        with split_team(2) as nt:
             assert nt == 1
 
 
@@ -374,7 +374,7 @@ def test_passes_in_threads_share_the_blas_hold():
         seen = []
 
         def whole():
-            with split_team(8):
+            with split_team(1):
                 inside.set()
                 release.wait(10)
                 seen.append(("whole", blas_threads()))
@@ -382,7 +382,7 @@ def test_passes_in_threads_share_the_blas_hold():
         t = threading.Thread(target=whole)
         t.start()
         inside.wait(10)
-        with split_team(256) as nt:
+        with split_team(2) as nt:
             seen.append(("split", blas_threads(), nt))
         assert all(n == 1 for _, n in blas_threads())  # the whole pass still runs
         release.set()
@@ -548,16 +548,19 @@ def test_unit_split_team_goes_to_dense_epochs():
 
     if not _kernels.HAS_OPENMP:
         pytest.skip("built without OpenMP: epochs run on one thread")
-    w2 = [784, 256, 128, 10]
+    w2 = np.array([784, 256, 128, 10], dtype=np.intp)
     with threadpool_limits(limits=2):
         before = blas_threads()
-        with split_team(32, w2) as nt:
+        kind, parts, _ = _kernels.epoch_partition(w2, 32)
+        assert kind == "units" and parts >= 2
+        with split_team(parts) as nt:
             assert nt == 2  # a dense epoch cut by units
             assert all(n == 1 for _, n in blas_threads())
-        with split_team(32) as nt:
-            assert nt == 1  # a CSR epoch (no sizes) runs whole
-        with split_team(32, [64, 64, 10]) as nt:
-            assert nt == 1  # too small to cut
+        assert _kernels.epoch_partition(w2, 32, 32 * 50, 32)[:2] == ("whole", 1)  # CSR
+        assert _kernels.epoch_partition(np.array([64, 64, 10], dtype=np.intp), 32)[:2] == (
+            "whole", 1)  # too small to cut
+        with split_team(1) as nt:
+            assert nt == 1
         assert blas_threads() == before
 
 
@@ -578,7 +581,7 @@ def test_split_pass_on_any_thread_holds_blas():
         seen = []
 
         def run():
-            with split_team(256):
+            with split_team(2):
                 seen.append(blas_threads())
         t = threading.Thread(target=run)
         t.start()

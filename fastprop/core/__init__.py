@@ -175,7 +175,7 @@ class LossGradient:
 
     def compute(self):
         """Loss at ``self.params``; the gradient is left in ``self.grads``."""
-        with split_team(self.rows) as n_threads:
+        with split_team(2 if _kernels.split_rows(self.rows) else 1) as n_threads:
             if self.X_csr is not None:
                 return _kernels.loss_grad_csr(
                     self.sizes, self.activation, self.loss, self.params, *self.X_csr,
@@ -381,13 +381,14 @@ class Trainer:
         state["params"] = None
         return state
 
-    def _ensure_buffers(self, batch_size):
-        # Split minibatches (see _kernels.split_rows) need two half-workspaces and a
-        # second gradient buffer. Buffers only grow: capacity is the max of all needs.
+    def _ensure_buffers(self, batch_size, partition):
+        # Minibatches split by rows into K parts (see _kernels.epoch_partition) need K
+        # part workspaces and K - 1 more gradient buffers. Buffers only grow: capacity
+        # is the max of all needs.
         sizes, dt = self.sizes, self.dtype
-        half = _kernels.split_rows(batch_size)
-        work = (2 * half if half else batch_size) * int(sum(sizes[1:]))
-        n_g2 = n_params(sizes) if half else 0
+        kind, parts, rows = partition
+        work = (parts * rows if kind == "rows" else batch_size) * int(sum(sizes[1:]))
+        n_g2 = (parts - 1) * n_params(sizes) if kind == "rows" else 0
         if self._batch and (batch_size <= self._batch and work <= self._acts.shape[0]
                             and n_g2 <= self._grads2.shape[0]):
             return
@@ -442,16 +443,21 @@ class Trainer:
         if n == 0:
             return 0.0  # nothing to visit
         batch_size = int(min(batch_size, n))
-        self._ensure_buffers(batch_size)
+        sizes = _sizes_array(self.sizes)
+        if isinstance(X, tuple):  # (data, indices, indptr) of a CSR X
+            partition = _kernels.epoch_partition(sizes, batch_size, X[0].shape[0],
+                                                 X[2].shape[0] - 1)
+        else:
+            partition = _kernels.epoch_partition(sizes, batch_size)
+        self._ensure_buffers(batch_size, partition)
         sw = np.empty(0, dtype=self.dtype) if sample_weight is None else sample_weight
         order = np.empty(0, dtype=np.intp) if order is None else order
-        head = (_sizes_array(self.sizes), ACTIVATION_CODES[self.activation],
+        head = (sizes, ACTIVATION_CODES[self.activation],
                 LOSS_CODES[self.loss], self.params, self._grads)
         tail = (SOLVER_CODES[self.solver], self.state_1,
                 self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
                 self.counter, self._grads2)
-        dense = None if isinstance(X, tuple) else self.sizes
-        with split_team(batch_size, dense) as n_threads:
+        with split_team(partition[1]) as n_threads:
             if isinstance(X, tuple):
                 return _kernels.train_epoch_csr(
                     *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,

@@ -91,6 +91,7 @@ cdef extern from "fp_team.h" nogil:
     int FP_OWN_BARRIER
     int FP_GOV
     int FP_MODE_TEAM, FP_MODE_SOLO, FP_MODE_DONE
+    enum: FP_TEAM_MAX     # the most threads in a team, and parts in a partition
     ctypedef struct fp_team:
         int n
         int solo_periods
@@ -112,7 +113,7 @@ cdef extern from "fp_team.h" nogil:
     long long fp_gov_window_ns, fp_gov_probe_ns, fp_gov_solo_ns, fp_gov_solo_max_ns
     double fp_gov_idle
     void fp_gov_forget()
-    void fp_budget_set(int passes, int cores)
+    void fp_budget_set(int passes, int threads, int cores)
     int fp_team_working_now()
     void fp_team_open(fp_team* tm, int nt)
     long long fp_gov_budget_total
@@ -147,6 +148,12 @@ cdef enum:
 cdef enum:
     SOLVER_SGD = 0
     SOLVER_ADAM = 1
+
+cdef enum:
+    # how a pass cuts its minibatches or blocks (epoch_partition)
+    PASS_WHOLE = 0
+    PASS_ROWS = 1
+    PASS_UNITS = 2
 
 
 
@@ -219,10 +226,11 @@ def _team_working():
     return fp_team_working_now()
 
 
-def _set_budget(int passes, int cores):
-    """The training passes running in the process and the cores they share (kept by
-    fastprop/core/_team.py; a team pass re-checks its share every minibatch)."""
-    fp_budget_set(passes, cores)
+def _set_budget(int passes, int threads, int cores):
+    """The training passes running in the process, the threads they may use between
+    them and the cores (kept by fastprop/core/_team.py; a team pass re-checks its share
+    every minibatch)."""
+    fp_budget_set(passes, threads, cores)
 
 
 # True where a team's threads are fastprop's own pool (csrc/fp_team.h, "pool"), which
@@ -1007,7 +1015,8 @@ def loss_grad(
     cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
     cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
     try:
-        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
+        _check_split(&net, PASS_ROWS if half > 0 else PASS_WHOLE, 2, acts.shape[0],
+                     deltas.shape[0], grads2.shape[0])
         _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
                          deltas.shape[0], n, Y.shape[0], Y.shape[1])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
@@ -1045,7 +1054,8 @@ def loss_grad_csr(
     cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
     cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
     try:
-        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
+        _check_split(&net, PASS_ROWS if half > 0 else PASS_WHOLE, 2, acts.shape[0],
+                     deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_loss_grad(&net, params.shape[0], grads.shape[0], acts.shape[0],
                          deltas.shape[0], n, Y.shape[0], Y.shape[1])
@@ -1338,6 +1348,56 @@ def adam_update(
 # The epoch driver
 # ---------------------------------------------------------------------------------------
 
+cdef struct SplitShared:
+    # What the team shares; everything else is per thread.
+    double data[FP_TEAM_MAX]   # per part: its summed loss (row split)
+    double sq[FP_TEAM_MAX]     # per part: its sum of squared weights
+    int stop                   # set by thread 0 when a signal handler raised
+    int nonfinite[FP_TEAM_MAX] # per thread: a gathered X row had a NaN or an infinity
+    fp_team team               # the barrier, and who works (csrc/fp_team.h)
+    # thread 0's loop state, left for members it wakes after running alone
+    Py_ssize_t start, b, t
+    double sq_now
+
+
+cdef struct Epoch:
+    # One pass over an epoch: what its threads read (data, buffers, optimizer state,
+    # step parameters) and share. The arrays are float or double, as the pass.
+    Net* net
+    int parts             # the fixed parts of every minibatch (rows) or layer (units)
+    void* params
+    void* grads
+    void* grads2          # parts 1.. of a row split: their gradient sums, one after another
+    const void* X
+    CSR* csr              # X's rows when X is sparse
+    Py_ssize_t n
+    const void* Y
+    const void* sample_weight
+    const Py_ssize_t* order
+    Py_ssize_t batch_size
+    double alpha
+    void* acts
+    void* deltas
+    void* x_buf
+    void* y_buf
+    void* sw_buf
+    int solver
+    void* state_1
+    void* state_2
+    const double* hyper
+    Py_ssize_t* counter
+    double* acc_out
+    Py_ssize_t signal_every
+    SplitShared* sh       # a team's shared state (split passes)
+    bint check_finite
+
+
+cdef inline void _add_into(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        dst[i] += src[i]
+
+
 cdef inline bint _copy_check(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
     """dst[:n] = src[:n]; whether src[:n] holds a NaN or an infinity (csrc/fp_layer.h)."""
     if floating is float:
@@ -1419,52 +1479,52 @@ cdef inline void _step_init(Step* st, int solver, double alpha, const double* hy
     st.epsilon = hyper[5]
 
 
-cdef int _train_epoch_impl(
-    Net* net, floating* params, floating* grads,
-    const floating* X, CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, int* nonfinite,
-) except -1 nogil:
-    """Minibatch loop; takes the GIL only to check for signals. Subnormals are flushed
-    to zero on this thread for the epoch (see fp_denormals_flush)."""
+cdef int _train_epoch_impl(Epoch* e, floating* params, int* nonfinite) except -1 nogil:
+    """Minibatch loop over whole minibatches; takes the GIL only to check for signals.
+    Subnormals are flushed to zero on this thread for the epoch (see
+    fp_denormals_flush)."""
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef int rc = 0
     cdef Step st
-    _step_init(&st, solver, alpha, hyper)
+    cdef Net* net = e.net
+    _step_init(&st, e.solver, e.alpha, e.hyper)
+    cdef floating* grads = <floating*> e.grads
+    cdef floating* acts = <floating*> e.acts
+    cdef floating* deltas = <floating*> e.deltas
+    cdef const floating* sample_weight = <const floating*> e.sample_weight
+    cdef const Py_ssize_t* order = e.order
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
     cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
-    cdef Py_ssize_t start = 0, nb, b = 0
+    cdef Py_ssize_t start = 0, nb, b = 0, n = e.n, batch_size = e.batch_size
     cdef const floating* Xb
     cdef const floating* Yb
     cdef const floating* swb
     cdef double s, data, sq = _sum_squares(params, net.n_coef)
     while start < n:    # n: the number of rows visited (len(order) when order is given)
         nb = batch_size if n - start > batch_size else n - start
-        _take_rows(start, nb, 0, X, csr, Y, sample_weight, order, n_feat, n_out,
-                   x_buf, y_buf, sw_buf, &Xb, &Yb, &swb, nonfinite)
+        _take_rows(start, nb, 0, <const floating*> e.X, e.csr, <const floating*> e.Y,
+                   sample_weight, order, n_feat, n_out, <floating*> e.x_buf,
+                   <floating*> e.y_buf, <floating*> e.sw_buf, &Xb, &Yb, &swb, nonfinite)
         s = _weight_sum(sample_weight, order, start, nb)
         if s > 0:
             # -- forward, loss + delta, backward --------------------------------------
             memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
-            _forward(net, params, Xb, csr, nb, acts)
+            _forward(net, params, Xb, e.csr, nb, acts)
             data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
                                grads + net.b_off[net.n_layers - 1])
             # scikit-learn's batch loss (L2 term from the weights this batch used),
             # weighted by the batch length
-            acc_out[0] += (data / s + 0.5 * alpha * sq / s) * nb
+            e.acc_out[0] += (data / s + 0.5 * e.alpha * sq / s) * nb
             # -- backward with the optimizer step fused in; it returns the next ||W||^2
             st.scale = 1.0 / s
-            if solver == SOLVER_ADAM:
-                counter[0] += 1
-                _adam_lr(&st, hyper, counter[0])
-            sq = _backward_update(net, params, Xb, csr, nb, acts, deltas, grads,
-                                  state_1, state_2, &st)
+            if e.solver == SOLVER_ADAM:
+                e.counter[0] += 1
+                _adam_lr(&st, e.hyper, e.counter[0])
+            sq = _backward_update(net, params, Xb, e.csr, nb, acts, deltas, grads,
+                                  <floating*> e.state_1, <floating*> e.state_2, &st)
         start += nb
         b += 1
-        if signal_every > 0 and b % signal_every == 0:
+        if e.signal_every > 0 and b % e.signal_every == 0:
             with gil:
                 rc = _check_signals()
             if rc != 0:
@@ -1489,19 +1549,54 @@ cdef int _train_epoch_impl(
 # Minibatches shorter than this run whole (one gradient, the update fused into the
 # backward pass): splitting below it cost more on one thread than two threads gained.
 cdef Py_ssize_t SPLIT_MIN_BATCH = 128
+# A minibatch split by rows is cut into K parts, K fixed by the shapes (never by the
+# team): as many as give every part at least ROWS_PART_MIN rows, n_params /
+# ROWS_PART_PACK rows and ROWS_PART_WORK rows x (multiply-adds per row of each
+# product), and at least two. Each part packs every weight matrix again for its rows
+# (BLAS copies its operand into panels), which costs about 1/rows of the part's
+# products, more when the weights no longer fit in cache, and has a gradient buffer of
+# its own that the optimizer step adds up. Calibrated on one epoch of 12000 rows
+# (benchmarks/README.md, "Parts"): 784-256-128-10 at batch 1024 took 1.07x one
+# thread's time with 4 parts of 256 rows and 1.20x with 8 of 128, against 2 of 512;
+# 100-128-64-1 at batch 256 took 0.91x with 4 parts of 64 rows against 2 of 128.
+cdef Py_ssize_t ROWS_PART_MIN = 64
+cdef double ROWS_PART_PACK = 512
+cdef double ROWS_PART_WORK = 1 << 20
 
 
-cdef inline Py_ssize_t _split_rows(Py_ssize_t nb) noexcept nogil:
-    """Rows of a minibatch's first half: about half, rounded up to a multiple of 8."""
-    cdef Py_ssize_t h = ((nb + 1) // 2 + 7) // 8 * 8
+cdef inline Py_ssize_t _part_rows(Py_ssize_t nb, int parts) noexcept nogil:
+    """Rows of each part of a minibatch of nb rows cut into ``parts`` (the last one gets
+    the rest, maybe none): nb / parts rounded up to a multiple of 8. Two parts are the
+    two halves of ``split_rows``."""
+    cdef Py_ssize_t h = ((nb + parts - 1) // parts + 7) // 8 * 8
     return h if h < nb else nb
 
 
+cdef inline Py_ssize_t _split_rows(Py_ssize_t nb) noexcept nogil:
+    """Rows of a block's first half: about half, rounded up to a multiple of 8."""
+    return _part_rows(nb, 2)
+
+
+cdef inline int _row_parts(double row_work, Py_ssize_t n_params,
+                           Py_ssize_t batch_size) noexcept nogil:
+    """Parts of a minibatch of batch_size rows split by rows, each row ``row_work``
+    multiply-adds of each product (n_params when dense; see ROWS_PART_MIN)."""
+    cdef double k = <double> (batch_size // ROWS_PART_MIN)
+    cdef double by_pack = batch_size * ROWS_PART_PACK / n_params
+    if by_pack < k:
+        k = by_pack
+    cdef double by_work = batch_size * row_work / ROWS_PART_WORK
+    if by_work < k:
+        k = by_work
+    if k > FP_TEAM_MAX:
+        k = FP_TEAM_MAX
+    return 2 if k < 2 else <int> k
+
+
 def split_rows(Py_ssize_t batch_size):
-    """Rows of the larger half of a split minibatch of ``batch_size`` rows, or 0 when
-    minibatches of that length run whole (sizes the workspaces: two halves). Dense
-    epochs on a big network cut the shortest split lengths by units instead
-    (``unit_split``); the workspaces sized this way hold those too."""
+    """Rows of the larger half of a block of ``batch_size`` rows that L-BFGS's pass
+    cuts in halves, or 0 when blocks of that length run whole (sizes its workspaces:
+    two halves). Epochs cut their minibatches as ``epoch_partition`` says."""
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     return _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
@@ -1515,24 +1610,22 @@ def split_rows(Py_ssize_t batch_size):
 cdef double CSR_SPLIT_MIN_WORK = 1 << 20
 
 
-cdef bint _csr_split_pays(const Py_ssize_t[::1] sizes, Py_ssize_t nnz, Py_ssize_t n_rows,
-                          Py_ssize_t batch_size):
+cdef double _csr_row_work(Net* net, Py_ssize_t nnz, Py_ssize_t n_rows) noexcept nogil:
+    """A sparse row's work: stored values per row x the first hidden width + the other
+    layers' weights."""
     cdef Py_ssize_t l
-    cdef double per_row = <double> nnz / n_rows * sizes[1] if n_rows > 0 else 0.0
-    for l in range(1, sizes.shape[0] - 1):
-        per_row += <double> sizes[l] * sizes[l + 1]
-    return batch_size * per_row >= CSR_SPLIT_MIN_WORK
+    cdef double per_row = <double> nnz / n_rows * net.sizes[1] if n_rows > 0 else 0.0
+    for l in range(1, net.n_layers):
+        per_row += <double> net.sizes[l] * net.sizes[l + 1]
+    return per_row
 
 
 def csr_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t nnz, Py_ssize_t n_rows,
               Py_ssize_t batch_size):
     """Whether sparse minibatches of ``batch_size`` rows of X (``nnz`` stored values in
     ``n_rows`` rows) on a network of layer ``sizes`` are split by rows: split lengths
-    (``split_rows``) with work enough for two threads."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    return bool(split_rows(batch_size)) and bool(
-        _csr_split_pays(sizes, nnz, n_rows, batch_size))
+    with work enough for two threads (``epoch_partition``)."""
+    return epoch_partition(sizes, batch_size, nnz, n_rows)[0] == "rows"
 
 
 def _set_csr_split_min_work(double work):
@@ -1552,16 +1645,27 @@ def _set_split_min_batch(Py_ssize_t rows):
     return old
 
 
-cdef struct SplitShared:
-    # What the team shares; everything else is per thread.
-    double data[2]        # the halves' summed losses
-    double sq[2]          # the segments' sums of squared weights
-    int stop              # set by thread 0 when a signal handler raised
-    int nonfinite[2]      # per thread: a gathered X row had a NaN or an infinity
-    fp_team team          # the barrier, and who works (csrc/fp_team.h)
-    # thread 0's loop state, left for members it wakes after running alone
-    Py_ssize_t start, b, t
-    double sq_now
+def _set_row_parts(min_rows=None, work=None, pack=None):
+    """Set the fewest rows, the least work and the packing bound of a row part (for
+    benchmarks and tests; see ROWS_PART_MIN); returns the old (min_rows, work, pack)."""
+    global ROWS_PART_MIN, ROWS_PART_WORK, ROWS_PART_PACK
+    old = (ROWS_PART_MIN, ROWS_PART_WORK, ROWS_PART_PACK)
+    if min_rows is not None:
+        ROWS_PART_MIN = max(<Py_ssize_t> min_rows, 1)
+    if pack is not None:
+        ROWS_PART_PACK = max(<double> pack, 1e-9)
+    if work is not None:
+        ROWS_PART_WORK = max(<double> work, 1.0)
+    return old
+
+
+def _set_unit_part_min(Py_ssize_t units):
+    """Set the fewest units of a part of a layer cut by units (for benchmarks and
+    tests; see UNIT_PART_MIN); returns the old one."""
+    global UNIT_PART_MIN
+    old = UNIT_PART_MIN
+    UNIT_PART_MIN = max(units, 1)
+    return old
 
 
 cdef bint _team_interrupted(int tid, int nt, Py_ssize_t b, Py_ssize_t signal_every,
@@ -1633,177 +1737,110 @@ cdef double _half_gradient(
                            <floating> 0.0)
 
 
-cdef struct Epoch:
-    # One team pass over an epoch: what its members read (data, buffers, optimizer
-    # state, step parameters) and share. The arrays are float or double, as the pass.
-    Net* net
-    void* params
-    void* grads
-    void* grads2          # the second half's gradient sums (row split only)
-    const void* X
-    CSR* csr              # X's rows when X is sparse (row split only)
-    Py_ssize_t n
-    const void* Y
-    const void* sample_weight
-    const Py_ssize_t* order
-    Py_ssize_t batch_size
-    double alpha
-    void* acts
-    void* deltas
-    void* x_buf
-    void* y_buf
-    void* sw_buf
-    int solver
-    void* state_1
-    void* state_2
-    const double* hyper
-    Py_ssize_t* counter
-    double* acc_out
-    Py_ssize_t signal_every
-    SplitShared* sh
-    bint check_finite
-
-
-cdef Epoch _epoch(
-    Net* net, floating* params, floating* grads, floating* grads2,
-    const floating* X, CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
-    bint check_finite,
-) noexcept nogil:
-    cdef Epoch e
-    e.net = net
-    e.params = params
-    e.grads = grads
-    e.grads2 = grads2
-    e.X = X
-    e.csr = csr
-    e.n = n
-    e.Y = Y
-    e.sample_weight = sample_weight
-    e.order = order
-    e.batch_size = batch_size
-    e.alpha = alpha
-    e.acts = acts
-    e.deltas = deltas
-    e.x_buf = x_buf
-    e.y_buf = y_buf
-    e.sw_buf = sw_buf
-    e.solver = solver
-    e.state_1 = state_1
-    e.state_2 = state_2
-    e.hyper = hyper
-    e.counter = counter
-    e.acc_out = acc_out
-    e.signal_every = signal_every
-    e.sh = sh
-    e.check_finite = check_finite
-    return e
-
-
-cdef void _split_worker(
-    Net* net, floating* params, floating* grads, floating* grads2,
-    const floating* X, const CSR* csr, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
-    bint check_finite, int tid, int nt,
-) noexcept nogil:
-    """One team member's share of the epoch. Every member runs the same loop over the
-    minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int h
-    cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
+cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept nogil:
+    """One team member's share of the epoch: parts h = tid, tid + nt, ... of every
+    minibatch, then the same segments of the optimizer step. Every member runs the same
+    loop over the minibatches (same lengths, same skip decisions), so they meet at every
+    barrier."""
+    cdef Net* net = e.net
+    cdef SplitShared* sh = e.sh
+    cdef int h, c, K = e.parts
+    cdef floating* grads = <floating*> e.grads
+    cdef floating* grads2 = <floating*> e.grads2
+    cdef floating* acts = <floating*> e.acts
+    cdef floating* deltas = <floating*> e.deltas
+    cdef floating* state_1 = <floating*> e.state_1
+    cdef floating* state_2 = <floating*> e.state_2
+    cdef const floating* X = <const floating*> e.X
+    cdef const floating* Y = <const floating*> e.Y
+    cdef const floating* sample_weight = <const floating*> e.sample_weight
+    cdef const Py_ssize_t* order = e.order
+    cdef Py_ssize_t n = e.n, batch_size = e.batch_size, P = net.n_params
+    cdef double alpha = e.alpha
+    cdef int* bad = &sh.nonfinite[tid] if e.check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
-    _step_init(&st, solver, alpha, hyper)
+    _step_init(&st, e.solver, alpha, e.hyper)
     cdef int seen = 0  # the team's gen this member last saw
     if tid == 0:
         fp_team_open(&sh.team, nt)  # the team that started (maybe fewer than asked)
     cdef CSR my_csr
     cdef CSR* csr_h = NULL
-    if csr != NULL:
-        my_csr = csr[0]
+    if e.csr != NULL:
+        my_csr = e.csr[0]
         csr_h = &my_csr
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[net.n_layers]
-    cdef Py_ssize_t start = 0, nb, b = 0, r0, rows, t = counter[0]
-    cdef Py_ssize_t mid = net.n_params // 2 // 16 * 16, seg_lo, seg_hi, coef_hi
+    cdef Py_ssize_t start = 0, nb, b = 0, r0, rows, pr, t = e.counter[0]
+    cdef Py_ssize_t seg_lo, seg_hi, coef_hi
     cdef const floating* Xb
     cdef const floating* Yb
     cdef const floating* swb
-    cdef double s, acc = 0.0, sq = _sum_squares(params, net.n_coef)
+    cdef double s, data, acc = 0.0, sq = _sum_squares(params, net.n_coef)
     while start < n:
         nb = batch_size if n - start > batch_size else n - start
         s = _weight_sum(sample_weight, order, start, nb)
         if s > 0:
-            # -- each half: gather, forward, loss + delta, backward -------------------
+            # -- each part: gather, forward, loss + delta, backward -------------------
+            pr = _part_rows(nb, K)
             h = tid
-            while h < 2:
-                r0 = 0 if h == 0 else _split_rows(nb)
-                rows = _split_rows(nb) if h == 0 else nb - r0
+            while h < K:
+                r0 = h * pr if h * pr < nb else nb
+                rows = pr if nb - r0 > pr else nb - r0
                 _take_rows(start + r0, rows, r0, X, csr_h, Y, sample_weight, order,
-                           n_feat, n_out, x_buf, y_buf, sw_buf, &Xb, &Yb, &swb, bad)
+                           n_feat, n_out, <floating*> e.x_buf, <floating*> e.y_buf,
+                           <floating*> e.sw_buf, &Xb, &Yb, &swb, bad)
                 sh.data[h] = _half_gradient(
                     net, params, Xb, csr_h, rows, Yb, swb, acts + h * net.work_size,
-                    deltas + h * net.work_size, grads if h == 0 else grads2)
+                    deltas + h * net.work_size, grads if h == 0 else grads2 + (h - 1) * P)
                 h += nt
             fp_team_barrier(&sh.team, tid, nt)
-            # -- the optimizer step, one segment of the flat vector each --------------
-            acc += ((sh.data[0] + sh.data[1]) / s + 0.5 * alpha * sq / s) * nb
+            # -- the optimizer step, K segments of the flat vector --------------------
+            # the parts' sums add up in part order, whoever runs which segment
+            data = sh.data[0]
+            for c in range(1, K):
+                data += sh.data[c]
+            acc += (data / s + 0.5 * alpha * sq / s) * nb
             st.scale = 1.0 / s
-            if solver == SOLVER_ADAM:
+            if e.solver == SOLVER_ADAM:
                 t += 1
-                _adam_lr(&st, hyper, t)
+                _adam_lr(&st, e.hyper, t)
             h = tid
-            while h < 2:
-                seg_lo = 0 if h == 0 else mid
-                seg_hi = mid if h == 0 else net.n_params
+            while h < K:
+                seg_lo = P * h // K // 16 * 16
+                seg_hi = P * (h + 1) // K // 16 * 16 if h < K - 1 else P
                 coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
+                for c in range(1, K - 1):
+                    _add_into(grads + seg_lo, grads2 + (c - 1) * P + seg_lo,
+                              seg_hi - seg_lo)
                 sh.sq[h] = _update_segment(
-                    params, grads, grads2, state_1, state_2, seg_lo,
+                    params, grads, grads2 + (K - 2) * P, state_1, state_2, seg_lo,
                     coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, &st)
                 h += nt
             _team_last_barrier(tid, nt, sh)
-            sq = sh.sq[0] + sh.sq[1]
+            sq = sh.sq[0]
+            for c in range(1, K):
+                sq += sh.sq[c]
         start += nb
         b += 1
-        if _team_interrupted(tid, nt, b, signal_every, sh):
+        if _team_interrupted(tid, nt, b, e.signal_every, sh):
             break
         if _team_next(tid, &nt, &seen, &start, &b, &t, &sq, sh):
             break
     if tid == 0:
         fp_team_end(&sh.team, nt)
-        acc_out[0] += acc
-        counter[0] = t
+        e.acc_out[0] += acc
+        e.counter[0] = t
     fp_denormals_restore(fpu)
 
 
 # What each team member runs (csrc/fp_team.h, fp_pool_run): the epoch's worker for
 # member tid of nt, in the pass's precision.
 cdef void _split_task_f(void* p, int tid, int nt) noexcept nogil:
-    cdef Epoch* e = <Epoch*> p
-    _split_worker(e.net, <float*> e.params, <float*> e.grads, <float*> e.grads2,
-                  <const float*> e.X, e.csr, e.n, <const float*> e.Y,
-                  <const float*> e.sample_weight, e.order, e.batch_size, e.alpha,
-                  <float*> e.acts, <float*> e.deltas, <float*> e.x_buf, <float*> e.y_buf,
-                  <float*> e.sw_buf, e.solver, <float*> e.state_1, <float*> e.state_2,
-                  e.hyper, e.counter, e.acc_out, e.signal_every, e.sh, e.check_finite,
-                  tid, nt)
+    _split_worker(<Epoch*> p, <float*> (<Epoch*> p).params, tid, nt)
 
 
 cdef void _split_task_d(void* p, int tid, int nt) noexcept nogil:
-    cdef Epoch* e = <Epoch*> p
-    _split_worker(e.net, <double*> e.params, <double*> e.grads, <double*> e.grads2,
-                  <const double*> e.X, e.csr, e.n, <const double*> e.Y,
-                  <const double*> e.sample_weight, e.order, e.batch_size, e.alpha,
-                  <double*> e.acts, <double*> e.deltas, <double*> e.x_buf,
-                  <double*> e.y_buf, <double*> e.sw_buf, e.solver, <double*> e.state_1,
-                  <double*> e.state_2, e.hyper, e.counter, e.acc_out, e.signal_every,
-                  e.sh, e.check_finite, tid, nt)
+    _split_worker(<Epoch*> p, <double*> (<Epoch*> p).params, tid, nt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1833,11 +1870,28 @@ cdef Py_ssize_t UNITS_OVER_ROWS_BATCH = 192
 cdef Py_ssize_t UNITS_OVER_ROWS_WORK = 1 << 24
 
 
-cdef inline Py_ssize_t _unit_cut(Py_ssize_t c) noexcept nogil:
-    """Units in a layer's first part: about half, rounded up to a multiple of 16 (whole
-    SIMD vectors and BLAS panels); a layer of 16 units or fewer is not cut."""
-    cdef Py_ssize_t h = ((c + 1) // 2 + 15) // 16 * 16
-    return h if h < c else c
+# Layers cut by units are cut into K parts, K fixed by the shapes: the widest layer's
+# units / UNIT_PART_MIN, and rows x n_params / UNITS_MIN_WORK, at least two. Every
+# part packs the layer's input again (about 1/width of its products): on 12000 rows
+# of 784-256-128-10 at batch 128, 4 parts took 1.07x one thread's time (1.11x two
+# threads') against 2 (benchmarks/README.md, "Parts").
+cdef Py_ssize_t UNIT_PART_MIN = 128
+
+
+cdef inline Py_ssize_t _unit_width(Py_ssize_t c, int parts) noexcept nogil:
+    """Units in each part of a layer of c units cut into ``parts``: c / parts rounded up
+    to a multiple of 16 (whole SIMD vectors and BLAS panels); the last part gets the
+    rest, maybe none. A layer of 16 units or fewer is not cut."""
+    cdef Py_ssize_t w = ((c + parts - 1) // parts + 15) // 16 * 16
+    return w if w < c else c
+
+
+cdef inline void _unit_part(Py_ssize_t c, int h, int parts, Py_ssize_t* lo,
+                            Py_ssize_t* hi) noexcept nogil:
+    """Part h of a layer of c units cut into ``parts``: [lo, hi), maybe empty."""
+    cdef Py_ssize_t w = _unit_width(c, parts)
+    lo[0] = h * w if h * w < c else c
+    hi[0] = lo[0] + w if lo[0] + w < c else c
 
 
 cdef inline bint _units_split(Net* net, Py_ssize_t batch_size) noexcept nogil:
@@ -1850,17 +1904,19 @@ cdef inline bint _units_split(Net* net, Py_ssize_t batch_size) noexcept nogil:
             and batch_size >= (UNITS_OVER_ROWS_WORK + net.n_params - 1) // net.n_params)
 
 
-def unit_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size):
-    """Whether dense minibatches of ``batch_size`` rows on a network of layer ``sizes``
-    are cut by units (on a team of up to two threads; the workspaces are the usual).
-    This takes precedence over ``split_rows`` in ``train_epoch``."""
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    cdef Net net = _net_new(sizes, ACT_RELU, LOSS_SQUARED, batch_size)
-    try:
-        return bool(_units_split(&net, batch_size))
-    finally:
-        free(net.sizes)
+cdef inline int _unit_parts(Net* net, Py_ssize_t batch_size) noexcept nogil:
+    """Parts of every layer of a minibatch cut by units (see UNIT_PART_MIN)."""
+    cdef Py_ssize_t l, widest = 0
+    for l in range(1, net.n_layers + 1):
+        if net.sizes[l] > widest:
+            widest = net.sizes[l]
+    cdef double k = <double> (widest // UNIT_PART_MIN)
+    cdef double by_work = <double> batch_size * net.n_params / UNITS_MIN_WORK
+    if by_work < k:
+        k = by_work
+    if k > FP_TEAM_MAX:
+        k = FP_TEAM_MAX
+    return 2 if k < 2 else <int> k
 
 
 def _set_units_min_work(Py_ssize_t work):
@@ -1882,35 +1938,37 @@ def _set_units_over_rows_work(Py_ssize_t work):
     return old
 
 
-cdef inline void _unit_part(Py_ssize_t c, int h, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """Part h (0 or 1) of a layer of c units: [lo, hi)."""
-    lo[0] = 0 if h == 0 else _unit_cut(c)
-    hi[0] = _unit_cut(c) if h == 0 else c
-
-
-cdef void _units_worker(
-    Net* net, floating* params, floating* grads,
-    const floating* X, Py_ssize_t n,
-    const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
-    Py_ssize_t batch_size, double alpha,
-    floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
-    int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, SplitShared* sh,
-    bint check_finite, int tid, int nt,
-) noexcept nogil:
-    """One team member's parts of the epoch. Every member runs the same loop over the
-    minibatches (same lengths, same skip decisions), so they meet at every barrier."""
-    cdef int h, l, L = net.n_layers
-    cdef int* bad = &sh.nonfinite[tid] if check_finite else NULL
+cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept nogil:
+    """One team member's parts of the epoch: parts h = tid, tid + nt, ... of every
+    layer. Every member runs the same loop over the minibatches (same lengths, same skip
+    decisions), so they meet at every barrier."""
+    cdef Net* net = e.net
+    cdef SplitShared* sh = e.sh
+    cdef int h, c, l, L = net.n_layers, K = e.parts
+    cdef floating* grads = <floating*> e.grads
+    cdef floating* acts = <floating*> e.acts
+    cdef floating* deltas = <floating*> e.deltas
+    cdef floating* state_1 = <floating*> e.state_1
+    cdef floating* state_2 = <floating*> e.state_2
+    cdef floating* x_buf = <floating*> e.x_buf
+    cdef floating* y_buf = <floating*> e.y_buf
+    cdef floating* sw_buf = <floating*> e.sw_buf
+    cdef const floating* X = <const floating*> e.X
+    cdef const floating* Y = <const floating*> e.Y
+    cdef const floating* sample_weight = <const floating*> e.sample_weight
+    cdef const Py_ssize_t* order = e.order
+    cdef Py_ssize_t n = e.n, batch_size = e.batch_size
+    cdef double alpha = e.alpha
+    cdef int* bad = &sh.nonfinite[tid] if e.check_finite else NULL
     cdef unsigned long long fpu = fp_denormals_flush()
     cdef Step st
-    _step_init(&st, solver, alpha, hyper)
+    _step_init(&st, e.solver, alpha, e.hyper)
     cdef int seen = 0  # the team's gen this member last saw
     if tid == 0:
         fp_team_open(&sh.team, nt)  # the team that started (maybe fewer than asked)
     cdef Py_ssize_t n_feat = net.sizes[0], n_out = net.sizes[L]
     cdef Py_ssize_t last = net.a_off[L - 1], n_in, n_o, lo, hi, r0, rows
-    cdef Py_ssize_t start = 0, nb, b = 0, t = counter[0]
+    cdef Py_ssize_t start = 0, nb, b = 0, t = e.counter[0]
     cdef const floating* Xb
     cdef const floating* Yb
     cdef const floating* swb
@@ -1920,20 +1978,20 @@ cdef void _units_worker(
     cdef floating* D
     cdef floating* D_prev
     cdef double s, data, acc = 0.0, sq = _sum_squares(params, net.n_coef)
-    cdef double sq_part[2]
+    cdef double sq_part[FP_TEAM_MAX]
     # the output layer's units are not cut when it is narrow: its forward product and
     # the loss then run on thread 0 with no barrier between them
-    cdef bint out_cut = _unit_cut(n_out) < n_out
+    cdef bint out_cut = _unit_width(n_out, K) < n_out
     while start < n:
         nb = batch_size if n - start > batch_size else n - start
         s = _weight_sum(sample_weight, order, start, nb)
         if s > 0:
-            # -- gather: each thread one half of the rows --------------------------------
+            # -- gather: part h of the rows ------------------------------------------
             if order != NULL:
                 h = tid
-                while h < 2:
-                    r0 = 0 if h == 0 else nb // 2
-                    rows = nb // 2 if h == 0 else nb - r0
+                while h < K:
+                    r0 = nb * h // K
+                    rows = nb * (h + 1) // K - r0
                     _take_rows(start + r0, rows, r0, X, NULL, Y, sample_weight, order,
                                n_feat, n_out, x_buf, y_buf, sw_buf, &ignored, &ignored,
                                &ignored, bad)
@@ -1953,8 +2011,8 @@ cdef void _units_worker(
                 n_o = net.sizes[l + 1]
                 Z = acts + net.a_off[l]
                 h = tid
-                while h < 2:
-                    _unit_part(n_o, h, &lo, &hi)
+                while h < K:
+                    _unit_part(n_o, h, K, &lo, &hi)
                     if hi > lo:
                         _gemm(False, False, <int> nb, <int> (hi - lo), <int> n_in,
                               <floating> 1.0, A_prev, <int> n_in,
@@ -1969,9 +2027,9 @@ cdef void _units_worker(
                 A_prev = Z
             # -- loss + delta_L on thread 0, then the step of the output intercepts ---
             st.scale = 1.0 / s
-            if solver == SOLVER_ADAM:
+            if e.solver == SOLVER_ADAM:
                 t += 1
-                _adam_lr(&st, hyper, t)
+                _adam_lr(&st, e.hyper, t)
             if tid == 0:
                 memset(grads + net.b_off[L - 1], 0, n_out * sizeof(floating))
                 data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
@@ -1981,15 +2039,18 @@ cdef void _units_worker(
                                 0, n_out, &st)
             fp_team_barrier(&sh.team, tid, nt)
             # -- backward: part h of each layer's inputs, stepped as soon as done -------
-            sq_part[0] = sq_part[1] = 0.0
+            h = tid
+            while h < K:
+                sq_part[h] = 0.0
+                h += nt
             for l in range(L - 1, -1, -1):
                 n_in = net.sizes[l]
                 n_o = net.sizes[l + 1]
                 A_prev = Xb if l == 0 else acts + net.a_off[l - 1]
                 D = deltas + net.a_off[l]
                 h = tid
-                while h < 2:
-                    _unit_part(n_in, h, &lo, &hi)
+                while h < K:
+                    _unit_part(n_in, h, K, &lo, &hi)
                     if hi > lo:
                         _gemm(True, False, <int> (hi - lo), <int> n_o, <int> nb,
                               <floating> 1.0, A_prev + lo, <int> n_in, D, <int> n_o,
@@ -2015,100 +2076,190 @@ cdef void _units_worker(
                 if l > 0:
                     fp_team_barrier(&sh.team, tid, nt)
             h = tid
-            while h < 2:
+            while h < K:
                 sh.sq[h] = sq_part[h]
                 h += nt
-            # every part stepped (the next forward reads all of them), both sums shared
+            # every part stepped (the next forward reads all of them), the sums shared
             _team_last_barrier(tid, nt, sh)
-            sq = sh.sq[0] + sh.sq[1]
+            sq = sh.sq[0]
+            for c in range(1, K):
+                sq += sh.sq[c]
         start += nb
         b += 1
-        if _team_interrupted(tid, nt, b, signal_every, sh):
+        if _team_interrupted(tid, nt, b, e.signal_every, sh):
             break
         if _team_next(tid, &nt, &seen, &start, &b, &t, &sq, sh):
             break
     if tid == 0:
         fp_team_end(&sh.team, nt)
-        acc_out[0] += acc
-        counter[0] = t
+        e.acc_out[0] += acc
+        e.counter[0] = t
     fp_denormals_restore(fpu)
 
 
 cdef void _units_task_f(void* p, int tid, int nt) noexcept nogil:
-    cdef Epoch* e = <Epoch*> p
-    _units_worker(e.net, <float*> e.params, <float*> e.grads, <const float*> e.X, e.n,
-                  <const float*> e.Y, <const float*> e.sample_weight, e.order,
-                  e.batch_size, e.alpha, <float*> e.acts, <float*> e.deltas,
-                  <float*> e.x_buf, <float*> e.y_buf, <float*> e.sw_buf, e.solver,
-                  <float*> e.state_1, <float*> e.state_2, e.hyper, e.counter, e.acc_out,
-                  e.signal_every, e.sh, e.check_finite, tid, nt)
+    _units_worker(<Epoch*> p, <float*> (<Epoch*> p).params, tid, nt)
 
 
 cdef void _units_task_d(void* p, int tid, int nt) noexcept nogil:
-    cdef Epoch* e = <Epoch*> p
-    _units_worker(e.net, <double*> e.params, <double*> e.grads, <const double*> e.X, e.n,
-                  <const double*> e.Y, <const double*> e.sample_weight, e.order,
-                  e.batch_size, e.alpha, <double*> e.acts, <double*> e.deltas,
-                  <double*> e.x_buf, <double*> e.y_buf, <double*> e.sw_buf, e.solver,
-                  <double*> e.state_1, <double*> e.state_2, e.hyper, e.counter,
-                  e.acc_out, e.signal_every, e.sh, e.check_finite, tid, nt)
+    _units_worker(<Epoch*> p, <double*> (<Epoch*> p).params, tid, nt)
 
 
 cdef int _train_epoch_team(Epoch* e, fp_task_fn task, int n_threads,
                            int* nonfinite) except -1 nogil:
-    """An epoch on a team of up to ``n_threads`` threads, each running ``task`` (the
-    row-split or unit-split worker in the epoch's precision) over ``e``."""
+    """An epoch on a team of up to ``n_threads`` threads (at most one per part), each
+    running ``task`` (the row-split or unit-split worker in the epoch's precision) over
+    ``e``."""
     cdef SplitShared sh
-    sh.data[0] = sh.data[1] = 0.0
-    sh.sq[0] = sh.sq[1] = 0.0
+    cdef int i
+    for i in range(FP_TEAM_MAX):
+        sh.data[i] = 0.0
+        sh.sq[i] = 0.0
+        sh.nonfinite[i] = 0
     sh.stop = 0
-    sh.nonfinite[0] = sh.nonfinite[1] = 0
     e.sh = &sh
+    if n_threads > e.parts:
+        n_threads = e.parts
     fp_pool_run(task, e, fp_team_begin(&sh.team, n_threads))
-    if nonfinite != NULL and (sh.nonfinite[0] or sh.nonfinite[1]):
-        nonfinite[0] = 1
+    if nonfinite != NULL:
+        for i in range(FP_TEAM_MAX):
+            if sh.nonfinite[i]:
+                nonfinite[0] = 1
     return -1 if sh.stop else 0
 
 
-cdef int _check_split(Net* net, Py_ssize_t half, Py_ssize_t n_acts, Py_ssize_t n_deltas,
+cdef int _epoch_parts(Net* net, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
+                      int* kind) noexcept nogil:
+    """How minibatches of batch_size rows are cut (``kind``) and into how many parts;
+    ``nnz < 0`` for a dense X, else the stored values of a sparse X of n_rows rows."""
+    if nnz < 0 and _units_split(net, batch_size):
+        kind[0] = PASS_UNITS
+        return _unit_parts(net, batch_size)
+    if batch_size >= SPLIT_MIN_BATCH:
+        if nnz < 0:
+            kind[0] = PASS_ROWS
+            return _row_parts(<double> net.n_params, net.n_params, batch_size)
+        if batch_size * _csr_row_work(net, nnz, n_rows) >= CSR_SPLIT_MIN_WORK:
+            kind[0] = PASS_ROWS
+            return _row_parts(_csr_row_work(net, nnz, n_rows), net.n_params, batch_size)
+    kind[0] = PASS_WHOLE
+    return 1
+
+
+cdef int _epoch_net(Net* net, const Py_ssize_t[::1] sizes, int activation, int loss,
+                    Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
+                    int* kind) except 0:
+    """Fill ``net`` for an epoch of minibatches of batch_size rows (see _epoch_parts;
+    the caller frees net.sizes); return the parts. The workspaces of a row split hold
+    ``parts`` blocks of ``_part_rows(batch_size, parts)`` rows."""
+    cdef int parts
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    net[0] = _net_new(sizes, activation, loss, batch_size)
+    parts = _epoch_parts(net, batch_size, nnz, n_rows, kind)
+    if kind[0] == PASS_ROWS:
+        _net_set_rows(net, _part_rows(batch_size, parts))
+    return parts
+
+
+def epoch_partition(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size,
+                    Py_ssize_t nnz=-1, Py_ssize_t n_rows=0):
+    """How ``train_epoch`` (``nnz=-1``) or ``train_epoch_csr`` (X with ``nnz`` stored
+    values in ``n_rows`` rows) cuts minibatches of ``batch_size`` rows on a network of
+    layer ``sizes``: ``(kind, parts, rows)``.
+
+    - ``("whole", 1, batch_size)``: one gradient per minibatch, the step fused in.
+    - ``("rows", K, r)``: K parts of r rows (the last one gets the rest), each with its
+      own workspace and gradient buffer: ``acts`` and ``deltas`` hold K x r x
+      sum(sizes[1:]), ``grads2`` (K - 1) x n_params.
+    - ``("units", K, batch_size)``: every layer's units in K parts; whole workspaces.
+
+    The partition depends on the shapes only. A team of up to K threads runs the parts
+    (a thread that owns several runs them in turn), so the model is bitwise the same
+    for every thread count."""
+    cdef Net net
+    cdef int kind = PASS_WHOLE
+    cdef int parts = _epoch_net(&net, sizes, ACT_RELU, LOSS_SQUARED, batch_size, nnz,
+                                n_rows, &kind)
+    try:
+        return (("whole", "rows", "units")[kind], parts, _rows_for(&net))
+    finally:
+        free(net.sizes)
+
+
+def unit_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size):
+    """Whether dense minibatches of ``batch_size`` rows on a network of layer ``sizes``
+    are cut by units (``epoch_partition``; the workspaces are the usual)."""
+    return epoch_partition(sizes, batch_size)[0] == "units"
+
+
+cdef int _check_split(Net* net, int kind, int parts, Py_ssize_t n_acts, Py_ssize_t n_deltas,
                       Py_ssize_t n_grads2) except -1:
-    """Split minibatches need two half-workspaces and the second gradient buffer."""
-    if half > 0:
-        _check_len("acts", n_acts, 2 * net.work_size)
-        _check_len("deltas", n_deltas, 2 * net.work_size)
-        _check_len("grads2", n_grads2, net.n_params)
+    """A row split needs a workspace per part and a gradient buffer for every part
+    after the first."""
+    if kind == PASS_ROWS:
+        _check_len("acts", n_acts, parts * net.work_size)
+        _check_len("deltas", n_deltas, parts * net.work_size)
+        _check_len("grads2", n_grads2, (parts - 1) * net.n_params)
     return 0
 
 
-cdef inline int _train_epoch_any(
-    Net* net, floating* params, floating* grads, floating* grads2, int n_threads,
+cdef Epoch _epoch(
+    Net* net, int parts, floating* params, floating* grads, floating* grads2,
     const floating* X, CSR* csr, Py_ssize_t n,
     const floating* Y, const floating* sample_weight, const Py_ssize_t* order,
     Py_ssize_t batch_size, double alpha,
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
-    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every,
-    int* nonfinite=NULL,
-) except -1 nogil:
-    """The split driver when ``grads2`` is given, the unit-split one for dense whole
-    minibatches on a big enough network, the whole-minibatch one otherwise."""
-    cdef bint units = grads2 == NULL and csr == NULL and _units_split(net, batch_size)
+    Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, bint check_finite,
+) noexcept nogil:
+    """An Epoch over these buffers (NULL for those the pass does not use)."""
     cdef Epoch e
+    e.net = net
+    e.parts = parts
+    e.params = params
+    e.grads = grads
+    e.grads2 = grads2
+    e.X = X
+    e.csr = csr
+    e.n = n
+    e.Y = Y
+    e.sample_weight = sample_weight
+    e.order = order
+    e.batch_size = batch_size
+    e.alpha = alpha
+    e.acts = acts
+    e.deltas = deltas
+    e.x_buf = x_buf
+    e.y_buf = y_buf
+    e.sw_buf = sw_buf
+    e.solver = solver
+    e.state_1 = state_1
+    e.state_2 = state_2
+    e.hyper = hyper
+    e.counter = counter
+    e.acc_out = acc_out
+    e.signal_every = signal_every
+    e.sh = NULL
+    e.check_finite = check_finite
+    return e
+
+
+cdef int _run_epoch(Epoch* e, int kind, bint single, int n_threads,
+                    int* nonfinite) except -1 nogil:
+    """The epoch driver for the partition (``kind``) in the pass's precision
+    (``single``: float): whole minibatches on the calling thread, row and unit splits
+    on a team of up to n_threads threads."""
     cdef fp_task_fn task
-    if grads2 != NULL or units:
-        # minibatches split by rows (grads2: the second half's gradients) or cut by units
-        e = _epoch(net, params, grads, grads2, X, csr, n, Y, sample_weight, order,
-                   batch_size, alpha, acts, deltas, x_buf, y_buf, sw_buf, solver, state_1,
-                   state_2, hyper, counter, acc_out, signal_every, NULL, nonfinite != NULL)
-        if floating is float:
-            task = _units_task_f if units else _split_task_f
-        else:
-            task = _units_task_d if units else _split_task_d
-        return _train_epoch_team(&e, task, 2 if n_threads >= 2 else 1, nonfinite)
-    return _train_epoch_impl(
-        net, params, grads, X, csr, n, Y, sample_weight, order, batch_size, alpha, acts,
-        deltas, x_buf, y_buf, sw_buf, solver, state_1, state_2, hyper, counter, acc_out,
-        signal_every, nonfinite)
+    if kind == PASS_WHOLE:
+        if single:
+            return _train_epoch_impl(e, <float*> e.params, nonfinite)
+        return _train_epoch_impl(e, <double*> e.params, nonfinite)
+    if kind == PASS_UNITS:
+        task = _units_task_f if single else _units_task_d
+    else:
+        task = _split_task_f if single else _split_task_d
+    return _train_epoch_team(e, task, n_threads, nonfinite)
 
 
 cdef int _check_epoch(
@@ -2169,9 +2320,11 @@ def train_epoch(
     floating[::1] state_2 not None,               # adam: second moment v (unused by sgd)
     const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
     Py_ssize_t[::1] counter not None,             # (1,): adam's update count t, advanced in place
-    floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(batch_size) > 0, else unused
-    int n_threads,                       # team size for split or unit-split minibatches (1 or
-                                         #     2): BLAS must run on one thread when it is 2
+    floating[::1] grads2 not None,                # scratch ((K - 1) * n_params,) for a row split
+                                         #     in K parts (epoch_partition), else unused
+    int n_threads,                       # team size for split or unit-split minibatches
+                                         #     (at most the parts are used): BLAS must run
+                                         #     on one thread when it is 2 or more
     bint check_finite=False,             # check every gathered X row for NaN and infinity
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
@@ -2182,14 +2335,11 @@ def train_epoch(
     L2 term alpha W, as scikit-learn does. A batch whose weights sum to zero carries no
     information and is skipped.
 
-    Minibatches of at least ``SPLIT_MIN_BATCH`` rows are split in two halves
-    (``split_rows``): the workspaces then hold two halves of ``split_rows(batch_size)``
-    rows, ``grads2`` holds the second half's gradient, and ``n_threads=2`` runs the
-    halves (and the optimizer's two segments) on two OpenMP threads. Minibatches are cut
-    by units instead when ``unit_split(sizes, batch_size)``: shorter ones on a big
-    enough network, and the shortest split lengths on a big one (same workspaces as
-    whole ones; ``n_threads=2`` runs the two parts of every layer on two threads). The
-    result does not depend on ``n_threads``.
+    How minibatches are cut is ``epoch_partition(sizes, batch_size)``, from the shapes
+    alone: whole, split by rows into K parts (the workspaces then hold K parts of its
+    rows, ``grads2`` the gradients of parts 1 to K - 1, and the optimizer step runs in K
+    segments), or every layer cut by units into K parts (the usual workspaces).
+    ``n_threads`` threads run the parts of a split; the result does not depend on it.
 
     With ``check_finite`` (and ``order`` given), every X row the epoch gathers is
     checked for NaN and infinity as it is copied, which costs next to nothing beside a
@@ -2202,18 +2352,14 @@ def train_epoch(
     """
     cdef Py_ssize_t n = X.shape[0], sig
     cdef double acc = 0.0
-    cdef int nonfinite = 0
+    cdef int nonfinite = 0, kind = PASS_WHOLE, parts
+    cdef Epoch e
+    cdef Net net
     if check_finite and order.shape[0] == 0:
         raise ValueError("check_finite needs the rows gathered: pass order.")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    cdef Py_ssize_t half = 0
-    cdef Net net = _net_new(sizes, activation, loss, batch_size)
+    parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind)
     try:
-        if batch_size >= SPLIT_MIN_BATCH and not _units_split(&net, batch_size):
-            half = _split_rows(batch_size)
-            _net_set_rows(&net, half)
-        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
+        _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
                      sample_weight.shape[0], order.shape[0], order, batch_size,
@@ -2221,19 +2367,21 @@ def train_epoch(
                      y_buf.shape[0], y_buf.shape[1], sw_buf.shape[0], solver,
                      state_1.shape[0], state_2.shape[0], hyper.shape[0], counter.shape[0])
         sig = _signal_interval()
+        e = _epoch(
+            &net, parts, &params[0], &grads[0],
+            &grads2[0] if kind == PASS_ROWS else NULL, &X[0, 0], NULL,
+            order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
+            &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+            &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
+            &acts[0], &deltas[0],
+            &x_buf[0, 0] if order.shape[0] > 0 else NULL,
+            &y_buf[0, 0] if order.shape[0] > 0 else NULL,
+            &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
+            solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+            &hyper[0], &counter[0], &acc, sig, check_finite)
         with nogil:
-            _train_epoch_any(
-                &net, &params[0], &grads[0], &grads2[0] if half > 0 else NULL,
-                n_threads, &X[0, 0], NULL,
-                order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
-                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
-                &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
-                &acts[0], &deltas[0],
-                &x_buf[0, 0] if order.shape[0] > 0 else NULL,
-                &y_buf[0, 0] if order.shape[0] > 0 else NULL,
-                &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
-                solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-                &hyper[0], &counter[0], &acc, sig, &nonfinite if check_finite else NULL)
+            _run_epoch(&e, kind, floating is float, n_threads,
+                       &nonfinite if check_finite else NULL)
         if nonfinite:
             # imported here: the extension loads without the package (and so without
             # scikit-learn) until it has something to raise
@@ -2244,6 +2392,7 @@ def train_epoch(
         return acc
     finally:
         free(net.sizes)
+
 
 
 def train_epoch_csr(
@@ -2261,23 +2410,19 @@ def train_epoch_csr(
     floating[::1] grads2 not None, int n_threads,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
-    gathering, no densifying), the first layer's products are sparse x dense. Minibatches
-    shorter than ``SPLIT_MIN_BATCH`` run whole (they are never cut by units)."""
+    gathering, no densifying), the first layer's products are sparse x dense, and
+    minibatches are split by rows only (``epoch_partition(sizes, batch_size, nnz,
+    n_rows)``), never by units."""
     cdef Py_ssize_t n, sig
     cdef double acc = 0.0
+    cdef int kind = PASS_WHOLE, parts
     cdef CSR csr
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    cdef Py_ssize_t half = _split_rows(batch_size) if batch_size >= SPLIT_MIN_BATCH else 0
-    # the buffers are checked as split_rows says (the contract), the minibatches split
-    # only where that pays
-    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else batch_size)
+    cdef Epoch e
+    cdef Net net
+    parts = _epoch_net(&net, sizes, activation, loss, batch_size, X_data.shape[0],
+                       X_indptr.shape[0] - 1, &kind)
     try:
-        _check_split(&net, half, acts.shape[0], deltas.shape[0], grads2.shape[0])
-        if half > 0 and not _csr_split_pays(sizes, X_data.shape[0], X_indptr.shape[0] - 1,
-                                            batch_size):
-            half = 0
-            _net_set_rows(&net, batch_size)
+        _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
                      sample_weight.shape[0], order.shape[0], order, batch_size,
@@ -2290,18 +2435,19 @@ def train_epoch_csr(
         csr.rows = NULL
         csr.row0 = 0
         sig = _signal_interval()
+        e = _epoch(
+            &net, parts, &params[0], &grads[0],
+            &grads2[0] if kind == PASS_ROWS else NULL, NULL, &csr,
+            order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
+            &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
+            &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
+            &acts[0], &deltas[0], NULL,
+            &y_buf[0, 0] if order.shape[0] > 0 else NULL,
+            &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
+            solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+            &hyper[0], &counter[0], &acc, sig, False)
         with nogil:
-            _train_epoch_any(
-                &net, &params[0], &grads[0], &grads2[0] if half > 0 else NULL,
-                n_threads, NULL, &csr,
-                order.shape[0] if order.shape[0] > 0 else n, &Y[0, 0],
-                &sample_weight[0] if sample_weight.shape[0] > 0 else NULL,
-                &order[0] if order.shape[0] > 0 else NULL, batch_size, alpha,
-                &acts[0], &deltas[0], NULL,
-                &y_buf[0, 0] if order.shape[0] > 0 else NULL,
-                &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
-                solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-                &hyper[0], &counter[0], &acc, sig)
+            _run_epoch(&e, kind, floating is float, n_threads, NULL)
         return acc
     finally:
         free(net.sizes)

@@ -44,7 +44,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-import numpy as np
 
 from . import _kernels
 
@@ -143,13 +142,6 @@ def _release_blas(held):
     _clear_openblas_control()
 
 
-def _team_pass(rows, sizes):
-    if _kernels.split_rows(rows):
-        return True
-    return sizes is not None and _kernels.unit_split(
-        np.asarray(sizes, dtype=np.intp), rows)
-
-
 @contextmanager
 def blas_held():
     """Hold BLAS at one thread for the duration; yield whether the hold took. Holds
@@ -173,21 +165,20 @@ def blas_held():
 
 
 @contextmanager
-def split_team(rows, sizes=None):
-    """Enter a training pass over minibatches (or blocks) of ``rows`` rows; yield the
-    team size to pass to the kernel (1 or 2; always 1 for a whole pass). ``sizes`` (the
-    network's layer sizes) marks an epoch over dense minibatches, whose whole minibatches
-    may be cut by units instead (``_kernels.unit_split``)."""
+def split_team(parts):
+    """Enter a training pass whose minibatches (or blocks) are cut into ``parts`` fixed
+    parts (1 for a whole pass); yield the team size to pass to the kernel: at most one
+    thread per part, within the threads the fit may use (``threads()``) less one for each
+    other thread training in the process."""
     with blas_held() as held, training():
         with _lock:
             others = len(_busy) - 1
         n_threads = 1
-        # every pass runs on its calling thread; a team takes a second thread only from
-        # the cores the other passes leave free, and gives it back (goes on alone) when
-        # passes that start later need it (csrc/fp_team.h, "budget")
-        if (held and _team_pass(rows, sizes)
-                and min(_kernels.openmp_max_threads(), _cores() - others) >= 2):
-            n_threads = 2
+        # every pass runs on its calling thread; a team takes more threads only from
+        # what the other passes leave free, and gives them back (goes on alone) when
+        # passes that start later need them (csrc/fp_team.h, "budget")
+        if held and parts > 1:
+            n_threads = max(1, min(parts, threads() - others))
         yield n_threads
 
 
@@ -202,8 +193,8 @@ def training():
         first = me not in _busy
         _busy[me] = _busy.get(me, 0) + 1
         busy = len(_busy)
-        cores = _cores()
-        _kernels._set_budget(busy, cores)
+        cores = threads()
+        _kernels._set_budget(busy, cores, _cores())
     if first:
         # a team that started while the cores were free gives its second thread back
         # before its next minibatch: wait for that (well under a second) rather than run
@@ -221,10 +212,25 @@ def training():
                     del _busy[me]
                 else:
                     _busy[me] -= 1
-                _kernels._set_budget(len(_busy), _cores())
+                _kernels._set_budget(len(_busy), threads(), _cores())
 
 
 _cgroup_cpus = None
+# OpenMP's thread count when nothing set it (OMP_NUM_THREADS unset): a different value
+# later was set by threadpoolctl.threadpool_limits (omp_set_num_threads)
+_omp_default = None if os.environ.get("OMP_NUM_THREADS") else _kernels.openmp_max_threads()
+
+
+def threads():
+    """P, the threads one fit may use, as scikit-learn counts them
+    (``sklearn.utils._openmp_helpers._openmp_effective_n_threads``): an explicit
+    ``OMP_NUM_THREADS`` or ``threadpool_limits`` as given, even above the cores;
+    otherwise the cores the process may run on (``_cores()``). Fits running side by
+    side share them (``split_team``)."""
+    omp = _kernels.openmp_max_threads()
+    if _omp_default is None or omp != _omp_default:
+        return max(1, omp)
+    return max(1, min(omp, _cores()))
 
 
 def _cgroup_quota():
@@ -262,7 +268,7 @@ def _after_fork_in_child():
     _generation += 1
     _holds = 0
     _busy.clear()
-    _kernels._set_budget(0, _cores())
+    _kernels._set_budget(0, threads(), _cores())
     limiter, _limiter = _limiter, None
     if limiter is not None:
         try:
