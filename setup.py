@@ -171,8 +171,9 @@ def extensions():
             "fastprop.core._kernels",
             ["fastprop/core/_kernels.pyx"],
             include_dirs=["csrc"],
-            # rebuild when a C header changes, not only the .pyx
-            depends=sorted(glob.glob("csrc/*.h")),
+            # rebuild when a C header or an included part changes, not only the .pyx
+            depends=sorted(glob.glob("csrc/*.h") + glob.glob("fastprop/core/*.pxi")
+                           + glob.glob("fastprop/core/*.pxd")),
             define_macros=macros,
         ),
     ]

@@ -14,15 +14,10 @@
 
 #include <stddef.h>
 
+#include "fp_codes.h"
 #include "fp_math.h"
 #include "fp_simd.h"
 
-/* activation codes: the same numbers as the ACT_* enum of fastprop/core/_kernels.pyx,
-   which checks them when it is imported */
-#define FP_ACT_IDENTITY 0
-#define FP_ACT_LOGISTIC 1
-#define FP_ACT_TANH 2
-#define FP_ACT_RELU 3
 
 /* one row of fp_deriv_colsum: d[j] <- DERIV (an expression of d[j] and a[j]), and its
    column sums */

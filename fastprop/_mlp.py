@@ -66,8 +66,8 @@ _CORE_LOSS = {
 def _training(method):
     """A fit method during which the calling thread counts as training, parameter
     checks and the steps between epochs included: fits running side by side in threads
-    share the cores, and a team's second thread comes only from a core none of them
-    uses (``core._team.training``)."""
+    share the threads a fit may use, and a team's extra threads come only from what none
+    of them uses (``core._team.training``)."""
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):

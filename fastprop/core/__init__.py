@@ -49,10 +49,10 @@ __all__ = [
 
 from ..exceptions import NonFiniteRowsError  # noqa: E402 - re-exported, as before
 
-# Must match the enums at the top of _kernels.pyx.
-ACTIVATION_CODES = {"identity": 0, "logistic": 1, "tanh": 2, "relu": 3}
-LOSS_CODES = {"squared_error": 0, "poisson": 1, "log_loss": 2, "binary_log_loss": 3}
-SOLVER_CODES = {"sgd": 0, "adam": 1}
+# the codes the kernels take, defined once in csrc/fp_codes.h
+ACTIVATION_CODES = _kernels.ACTIVATION_CODES
+LOSS_CODES = _kernels.LOSS_CODES
+SOLVER_CODES = _kernels.SOLVER_CODES
 
 # Full-data passes (loss_and_gradients, forward) run in blocks of rows so that the
 # activation workspace stays near this many entries, whatever n_samples is.

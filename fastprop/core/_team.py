@@ -1,21 +1,21 @@
-"""BLAS on one thread while fastprop trains, and who gets the two-thread team.
+"""BLAS on one thread while fastprop trains, and how many threads a pass's team gets.
 
 Every training pass (an epoch, or L-BFGS's pass over the data) runs its BLAS calls on one
-thread:
+thread. The pass is cut into fixed parts by the shapes alone
+(``_kernels.epoch_partition``; L-BFGS's blocks in halves, ``_kernels.split_rows``):
 
-- *split* passes (minibatches or blocks of ``_kernels.split_rows(rows) > 0`` rows) cut
-  every minibatch in two halves, run by a team of up to two threads (fastprop's own
-  pool, csrc/fp_team.h), each
-  calling BLAS. Two threads calling a multi-threaded OpenBLAS at once would fight over
-  its one pool of workers, and its multi-threaded products round differently, so the
-  result would depend on the thread count.
-- *unit-split* passes (dense minibatches too short to split by rows, on a network where
-  rows x n_params reaches ``_kernels.unit_split``'s threshold) cut every layer's units
-  in two parts instead, one per thread of the same team.
+- *row* passes cut every minibatch into K parts of rows, *unit* passes every layer's
+  units into K parts; a team of up to K threads (fastprop's own pool, csrc/fp_team.h)
+  runs them, each thread calling BLAS. Several threads calling a multi-threaded
+  OpenBLAS at once would fight over its one pool of workers, and its multi-threaded
+  products round differently, so the result would depend on the thread count.
 - *whole* passes (the rest) run on the calling thread. At these sizes a second BLAS
   thread costs more than it gains: OpenBLAS's worker spins between the small products
   while the elementwise work waits (benchmarks/README.md); one thread also makes their
   result independent of the thread count.
+
+The team's size is min(K, P - others): P the threads a fit may use (``threads()``,
+scikit-learn's convention) and ``others`` the other threads training in the process.
 
 An L-BFGS fit holds BLAS at one thread for the whole fit (``blas_held``), not only for
 its passes: SciPy's L-BFGS-B step between two passes calls BLAS too (dot products over
@@ -24,12 +24,11 @@ the parameter vector), and a multi-threaded dot product rounds by thread count.
 BLAS is held at one thread through threadpoolctl, as scikit-learn's KMeans holds it
 around its own OpenMP loops: the first hold limits it (from whichever thread it runs
 on), the last one released gives it back, so fits in several threads never see it
-change under them. Every pass runs on its calling thread; a split or unit-split pass
-gets a second thread only while the other passes leave it a free core (``_cores()``:
-the CPU affinity, within a cgroup quota), and a team gives that thread back, going on
-alone, as soon as passes that start later need the core (csrc/fp_team.h, "budget").
-Passes of fits running side by side get the same result either way, and k passes on
-P cores run at most max(P, k) threads.
+change under them. Every pass runs on its calling thread; a team gets more threads only
+from what the other passes leave of P, and gives them back, going on alone, as soon as
+passes that start later need them (csrc/fp_team.h, "budget"). Passes of fits running
+side by side get the same result either way, and k passes run at most max(P, k)
+threads.
 
 After ``os.fork()`` the child starts with no holds and no passes (the threads that held
 them are not in the child), and gives back a BLAS limit that a pass of the parent held
@@ -185,8 +184,8 @@ def split_team(parts):
 @contextmanager
 def training():
     """Count the calling thread as training for the duration (a fit, between its passes
-    too, or a pass): the threads counted share the cores, and a team's second thread
-    comes only from a core none of them uses. Nests within a thread."""
+    too, or a pass): the threads counted share P (``threads()``), and a team's extra
+    threads come only from what none of them uses. Nests within a thread."""
     me = threading.get_ident()
     with _lock:
         generation = _generation
@@ -196,9 +195,9 @@ def training():
         cores = threads()
         _kernels._set_budget(busy, cores, _cores())
     if first:
-        # a team that started while the cores were free gives its second thread back
+        # a team that started while the threads were free gives its extra threads back
         # before its next minibatch: wait for that (well under a second) rather than run
-        # one thread more than the cores
+        # more threads than P
         deadline = time.monotonic() + 0.5
         while (_kernels._team_working() > 0 and busy + _kernels._team_working() > cores
                and time.monotonic() < deadline):

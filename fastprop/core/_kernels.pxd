@@ -1,0 +1,194 @@
+# What the parts of fastprop's compiled core share (the .pxi files that _kernels.pyx
+# includes): the C headers in csrc/, the codes of activations, losses, solvers and
+# partitions (defined once, in csrc/fp_codes.h), and the structs that carry a pass's
+# state.
+
+from cython cimport floating
+
+cdef extern from "fp_codes.h":
+    # the one definition of every code; fastprop.core's ACTIVATION_CODES, LOSS_CODES
+    # and SOLVER_CODES are built from these
+    enum:
+        ACT_IDENTITY "FP_ACT_IDENTITY"
+        ACT_LOGISTIC "FP_ACT_LOGISTIC"
+        ACT_TANH "FP_ACT_TANH"
+        ACT_RELU "FP_ACT_RELU"
+        LOSS_SQUARED "FP_LOSS_SQUARED"        # identity output
+        LOSS_POISSON "FP_LOSS_POISSON"        # exp output
+        LOSS_LOG "FP_LOSS_LOG"                # softmax output
+        LOSS_BINARY_LOG "FP_LOSS_BINARY_LOG"  # logistic output
+        SOLVER_SGD "FP_SOLVER_SGD"
+        SOLVER_ADAM "FP_SOLVER_ADAM"
+        PASS_WHOLE "FP_PASS_WHOLE"            # how a pass cuts its minibatches or
+        PASS_ROWS "FP_PASS_ROWS"              #   blocks (epoch_partition)
+        PASS_UNITS "FP_PASS_UNITS"
+
+cdef extern from "fp_math.h" nogil:
+    float fp_sigmoid_f(float x)
+    double fp_sigmoid_d(double x)
+    double fp_log1pexp_f(float x)
+    double fp_log1pexp_d(double x)
+    float fp_exp_f(float x)
+    double fp_exp_d(double x)
+    float fp_sqrt_f(float x)
+    double fp_sqrt_d(double x)
+    double fp_xlogx_d(double x)
+    unsigned long long fp_denormals_flush()
+    void fp_denormals_restore(unsigned long long old)
+
+cdef extern from "fp_layer.h" nogil:
+    void fp_bias_act_f(float* Z, Py_ssize_t ld, const float* b, Py_ssize_t n,
+                       Py_ssize_t c, int act)
+    void fp_bias_act_d(double* Z, Py_ssize_t ld, const double* b, Py_ssize_t n,
+                       Py_ssize_t c, int act)
+    void fp_deriv_colsum_f(float* D, const float* A, Py_ssize_t n, Py_ssize_t c,
+                           Py_ssize_t ld, int act, float* gb)
+    void fp_deriv_colsum_d(double* D, const double* A, Py_ssize_t n, Py_ssize_t c,
+                           Py_ssize_t ld, int act, double* gb)
+    int fp_copy_check_f(float* dst, const float* src, Py_ssize_t n)
+    int fp_copy_check_d(double* dst, const double* src, Py_ssize_t n)
+
+cdef extern from "fp_optim.h" nogil:
+    int fp_dispatch_enabled()
+    double fp_sumsq_f(const float* a, Py_ssize_t n)
+    double fp_sumsq_d(const double* a, Py_ssize_t n)
+    double fp_normalise_f(float* g, const float* g2, const float* p, Py_ssize_t n_coef,
+                          Py_ssize_t n,
+                          float alpha, float s)
+    double fp_normalise_d(double* g, const double* g2, const double* p, Py_ssize_t n_coef,
+                          Py_ssize_t n,
+                          double alpha, double s)
+    double fp_sgd_f(float* p, const float* g1, const float* g2, float* v,
+                    Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha, float lr,
+                    float momentum, int nesterov)
+    double fp_sgd_d(double* p, const double* g1, const double* g2, double* v,
+                    Py_ssize_t n_coef, Py_ssize_t n, double scale, double alpha,
+                    double lr, double momentum, int nesterov)
+    double fp_adam_f(float* p, const float* g1, const float* g2, float* m, float* v,
+                     Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha,
+                     float step, float b1, float b2, float eps)
+    double fp_adam_d(double* p, const double* g1, const double* g2, double* m,
+                     double* v, Py_ssize_t n_coef, Py_ssize_t n, double scale,
+                     double alpha, double step, double b1, double b2, double eps)
+
+cdef extern from "fp_team.h" nogil:
+    int fp_team_init()
+    int fp_team_usable()
+    int fp_team_threads(int n)
+    int fp_omp_max_threads()
+    int fp_has_openmp()
+    int FP_OWN_BARRIER
+    int FP_GOV
+    int FP_MODE_TEAM, FP_MODE_SOLO, FP_MODE_DONE
+    enum: FP_TEAM_MAX     # the most threads in a team, and parts in a partition
+    ctypedef struct fp_team:
+        int n
+        int solo_periods
+    int fp_team_begin(fp_team* tm, int n)
+    void fp_team_barrier(fp_team* tm, int tid, int nt)
+    int fp_team_govern(fp_team* tm, int nt)
+    void fp_team_rejoin(fp_team* tm)
+    int fp_team_rest(fp_team* tm, int* seen)
+    void fp_team_end(fp_team* tm, int nt)
+    int fp_team_gen(fp_team* tm)
+    int fp_team_quit(fp_team* tm)
+    ctypedef void (*fp_task_fn)(void* arg, int tid, int nt) noexcept nogil
+    int fp_pool_run(fp_task_fn fn, void* arg, int n)
+    int fp_pool_init()
+    int fp_pool_threads()
+    int FP_POOL
+    int fp_gov_enabled
+    long long fp_gov_solo_total, fp_gov_solo_starts
+    long long fp_gov_window_ns, fp_gov_probe_ns, fp_gov_solo_ns, fp_gov_solo_max_ns
+    double fp_gov_idle
+    void fp_gov_forget()
+    void fp_budget_set(int passes, int threads, int cores)
+    int fp_team_working_now()
+    void fp_team_open(fp_team* tm, int nt)
+    long long fp_gov_budget_total
+    int fp_team_size()
+    int fp_thread_id()
+    int fp_flag_get(int* p)
+    void fp_flag_set(int* p)
+
+cdef extern from "Python.h":
+    # declared noexcept: the epoch driver restores the FPU state before propagating
+    int _check_signals "PyErr_CheckSignals"() noexcept
+
+cdef extern from "<math.h>" nogil:
+    double _log_double "log"(double x)
+
+cdef struct Net:
+    int n_layers            # L, the number of weight layers
+    Py_ssize_t* sizes       # L + 1 unit counts
+    Py_ssize_t* w_off       # L offsets of W_l in the flat parameter vector
+    Py_ssize_t* b_off       # L offsets of b_l
+    Py_ssize_t* a_off       # L offsets of A_l / delta_l in the workspaces
+    Py_ssize_t n_coef       # number of weights (the L2-penalised prefix)
+    Py_ssize_t n_params
+    Py_ssize_t work_size    # rows * sum(sizes[1:]): length the workspaces need
+    int activation
+    int loss
+    int n_threads
+
+cdef struct CSR:
+    # A block of rows of a CSR matrix: the first layer's input when X is sparse.
+    const void* data          # floating values (nnz,)
+    const Py_ssize_t* indices # column of each value (nnz,), checked < n_features
+    const Py_ssize_t* indptr  # (n_samples + 1,), checked monotone
+    const Py_ssize_t* rows    # the block's row ids, or NULL for row0, row0 + 1, ...
+    Py_ssize_t row0
+
+cdef struct Step:
+    # One optimizer step's scalars (the solver state arrays are passed alongside).
+    int solver
+    double scale          # 1 / (the batch's sample-weight sum)
+    double alpha
+    double lr             # sgd: learning rate; adam: lr sqrt(1 - b2^t) / (1 - b1^t)
+    double momentum
+    int nesterov
+    double beta_1
+    double beta_2
+    double epsilon
+
+cdef struct SplitShared:
+    # What the team shares; everything else is per thread.
+    double data[FP_TEAM_MAX]   # per part: its summed loss (row split)
+    double sq[FP_TEAM_MAX]     # per part: its sum of squared weights
+    int stop                   # set by thread 0 when a signal handler raised
+    int nonfinite[FP_TEAM_MAX] # per thread: a gathered X row had a NaN or an infinity
+    fp_team team               # the barrier, and who works (csrc/fp_team.h)
+    # thread 0's loop state, left for members it wakes after running alone
+    Py_ssize_t start, b, t
+    double sq_now
+
+cdef struct Epoch:
+    # One pass over an epoch: what its threads read (data, buffers, optimizer state,
+    # step parameters) and share. The arrays are float or double, as the pass.
+    Net* net
+    int parts             # the fixed parts of every minibatch (rows) or layer (units)
+    void* params
+    void* grads
+    void* grads2          # parts 1.. of a row split: their gradient sums, one after another
+    const void* X
+    CSR* csr              # X's rows when X is sparse
+    Py_ssize_t n
+    const void* Y
+    const void* sample_weight
+    const Py_ssize_t* order
+    Py_ssize_t batch_size
+    double alpha
+    void* acts
+    void* deltas
+    void* x_buf
+    void* y_buf
+    void* sw_buf
+    int solver
+    void* state_1
+    void* state_2
+    const double* hyper
+    Py_ssize_t* counter
+    double* acc_out
+    Py_ssize_t signal_every
+    SplitShared* sh       # a team's shared state (split passes)
+    bint check_finite

@@ -1,0 +1,297 @@
+# Layers: the scalar helpers, the GEMM wrapper, the network's layout in the flat
+# parameter vector and the workspaces, bias + activation, CSR products, and the
+# forward and backward passes of a block of rows.
+
+# Elementwise passes smaller than this many entries stay on one thread. OpenBLAS's
+# worker threads keep spinning for a while after each GEMM, so an OpenMP team woken
+# between two GEMMs competes with them for the cores (measured by bench_core.py: see
+# benchmarks/README.md). Only passes far larger than a training block go parallel.
+cdef Py_ssize_t PARALLEL_MIN_ENTRIES = 1 << 24
+
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return fp_exp_f(x)
+    else:
+        return fp_exp_d(x)
+
+
+cdef inline floating _sigmoid(floating x) noexcept nogil:
+    if floating is float:
+        return fp_sigmoid_f(x)
+    else:
+        return fp_sigmoid_d(x)
+
+
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return fp_sqrt_f(x)
+    else:
+        return fp_sqrt_d(x)
+
+
+cdef inline double _log1pexp(floating x) noexcept nogil:
+    if floating is float:
+        return fp_log1pexp_f(x)
+    else:
+        return fp_log1pexp_d(x)
+
+
+cdef inline void _gemm(
+    bint trans_a, bint trans_b, int m, int n, int k,
+    floating alpha, const floating* a, int lda, const floating* b, int ldb,
+    floating beta, floating* c, int ldc,
+) noexcept nogil:
+    """Row-major C (m, n) = alpha * op(A) @ op(B) + beta * C, via column-major BLAS."""
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
+              &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
+              &beta, c, &ldc)
+
+
+cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
+    """Lay the workspaces out for ``rows`` rows (within the overflow bound that _net_new checked)."""
+    cdef Py_ssize_t l, off = 0
+    for l in range(net.n_layers):
+        net.a_off[l] = off
+        off += rows * net.sizes[l + 1]
+    net.work_size = off
+
+
+cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
+                  Py_ssize_t rows) except *:
+    """Fill a Net; the caller frees net.sizes (one block holds all four arrays)."""
+    cdef Net net
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0
+    if L < 1:
+        raise ValueError("sizes must hold at least two entries (inputs and outputs).")
+    if activation < ACT_IDENTITY or activation > ACT_RELU:
+        raise ValueError(f"unknown activation code {activation}")
+    if loss < LOSS_SQUARED or loss > LOSS_BINARY_LOG:
+        raise ValueError(f"unknown loss code {loss}")
+    for l in range(L + 1):
+        if sizes[l] < 1 or sizes[l] > 2**31 - 1:
+            raise ValueError(f"layer size {sizes[l]} out of range")
+    if rows < 1:
+        raise ValueError("rows must be >= 1")
+    # Every count below must fit, in bytes, in a Py_ssize_t: check before computing.
+    cdef Py_ssize_t limit = PY_SSIZE_T_MAX // 8, total = 0, width = 0
+    for l in range(L):
+        if sizes[l] > limit // sizes[l + 1]:
+            raise OverflowError("the network has too many parameters")
+        total += sizes[l] * sizes[l + 1] + sizes[l + 1]
+        width += sizes[l + 1]
+        if total > limit:
+            raise OverflowError("the network has too many parameters")
+    if rows > limit // width:
+        raise OverflowError(f"a workspace of {rows} rows x {width} units is too large")
+    net.n_layers = <int> L
+    net.sizes = <Py_ssize_t*> malloc((4 * L + 1) * sizeof(Py_ssize_t))
+    if net.sizes == NULL:
+        raise MemoryError()
+    net.w_off = net.sizes + L + 1
+    net.b_off = net.w_off + L
+    net.a_off = net.b_off + L
+    for l in range(L + 1):
+        net.sizes[l] = sizes[l]
+    for l in range(L):
+        net.w_off[l] = off
+        off += sizes[l] * sizes[l + 1]
+    net.n_coef = off
+    for l in range(L):
+        net.b_off[l] = off
+        off += sizes[l + 1]
+    net.n_params = off
+    _net_set_rows(&net, rows)
+    net.activation = activation
+    net.loss = loss
+    net.n_threads = fp_omp_max_threads()
+    return net
+
+
+cdef inline Py_ssize_t _rows_for(Net* net) noexcept nogil:
+    """Rows a workspace was sized for, recovered from the layout."""
+    cdef Py_ssize_t total = 0, l
+    for l in range(net.n_layers):
+        total += net.sizes[l + 1]
+    return net.work_size // total
+
+
+cdef void _bias_activation(
+    floating* Z,              # INOUT (n, c): Z + b, then the activation, in place
+    const floating* b,        # IN    (c,)
+    Py_ssize_t n, Py_ssize_t c, int activation, int n_threads,
+) noexcept nogil:
+    """One pass over a GEMM output: add the intercepts and apply the activation."""
+    cdef Py_ssize_t i
+    cdef int team
+    if n_threads > 1 and n * c >= PARALLEL_MIN_ENTRIES:
+        # Purely elementwise: the result does not depend on the thread count.
+        team = fp_team_threads(n_threads)
+        for i in prange(n, schedule="static", num_threads=team):
+            _bias_activation_cols(Z + i * c, c, b, 1, c, activation)
+    else:
+        _bias_activation_cols(Z, c, b, n, c, activation)
+
+
+cdef inline void _bias_activation_cols(
+    floating* Z,              # INOUT (n, c), rows ld apart
+    Py_ssize_t ld, const floating* b, Py_ssize_t n, Py_ssize_t c, int activation,
+) noexcept nogil:
+    """``_bias_activation`` on a block of columns of a wider output (csrc/fp_layer.h)."""
+    if floating is float:
+        fp_bias_act_f(Z, ld, b, n, c, activation)
+    else:
+        fp_bias_act_d(Z, ld, b, n, c, activation)
+
+
+cdef inline Py_ssize_t _csr_row(const CSR* csr, Py_ssize_t i) noexcept nogil:
+    return csr.rows[i] if csr.rows != NULL else csr.row0 + i
+
+
+cdef void _csr_matmul(
+    const CSR* csr, Py_ssize_t n,
+    const floating* W,        # IN  (n_features, c)
+    Py_ssize_t c,
+    floating* Z,              # OUT (n, c) = X_block @ W
+) noexcept nogil:
+    """Sparse x dense product, row by row: Z[i] = sum_k x_ik W[k] over stored x_ik."""
+    cdef Py_ssize_t i, k, j, r
+    cdef const floating* data = <const floating*> csr.data
+    cdef const floating* w
+    cdef floating* z
+    cdef floating v
+    for i in range(n):
+        r = _csr_row(csr, i)
+        z = Z + i * c
+        memset(z, 0, c * sizeof(floating))
+        for k in range(csr.indptr[r], csr.indptr[r + 1]):
+            v = data[k]
+            w = W + csr.indices[k] * c
+            for j in range(c):
+                z[j] = z[j] + v * w[j]
+
+
+cdef void _csr_t_matmul(
+    const CSR* csr, Py_ssize_t n,
+    const floating* D,        # IN  (n, c)
+    Py_ssize_t c,
+    floating* G,              # INOUT (n_features, c): G = beta * G + X_block^T @ D
+    Py_ssize_t n_features,
+    floating beta,
+) noexcept nogil:
+    """X^T D for a sparse block: each stored x_ik adds x_ik * D[i] to row k of G."""
+    cdef Py_ssize_t i, k, j, r
+    cdef const floating* data = <const floating*> csr.data
+    cdef const floating* d
+    cdef floating* g
+    cdef floating v
+    if beta == 0:
+        memset(G, 0, n_features * c * sizeof(floating))
+    for i in range(n):
+        r = _csr_row(csr, i)
+        d = D + i * c
+        for k in range(csr.indptr[r], csr.indptr[r + 1]):
+            v = data[k]
+            g = G + csr.indices[k] * c
+            for j in range(c):
+                g[j] = g[j] + v * d[j]
+
+
+cdef void _forward(
+    Net* net,
+    const floating* params,   # IN  (n_params,)
+    const floating* X,        # IN  (n, sizes[0]) dense input, or NULL when csr is given
+    const CSR* csr,           # IN  sparse input block, or NULL
+    Py_ssize_t n,
+    floating* acts,           # OUT workspace: A_1..A_{L-1}, and Z_L (output logits)
+) noexcept nogil:
+    """Hidden layers through their activation; the output layer stops at the logits
+    Z_L, which the loss (or ``_output_activation``) consumes."""
+    cdef int l, L = net.n_layers
+    cdef const floating* A = X
+    cdef floating* Z
+    cdef Py_ssize_t n_in, n_out
+    for l in range(L):
+        n_in = net.sizes[l]
+        n_out = net.sizes[l + 1]
+        Z = acts + net.a_off[l]
+        if l == 0 and csr != NULL:
+            _csr_matmul(csr, n, params + net.w_off[0], n_out, Z)
+        else:
+            _gemm(False, False, <int> n, <int> n_out, <int> n_in,
+                  <floating> 1.0, A, <int> n_in, params + net.w_off[l], <int> n_out,
+                  <floating> 0.0, Z, <int> n_out)
+        _bias_activation(Z, params + net.b_off[l], n, n_out,
+                         net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads)
+        A = Z
+
+
+cdef inline void _derivative_colsum(
+    floating* D,              # INOUT (n, c), rows ld apart: D * f'(Z), with f' written
+                              #       through A = f(Z)
+    const floating* A,        # IN    (n, c), rows ld apart: the layer's activations
+    Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld, int activation,
+    floating* gb,             # INOUT (c,): += column sums of the new D
+) noexcept nogil:
+    """delta_{l-1} = D * f'(Z) and its column sums (dL/db_{l-1}), in one pass over D
+    (csrc/fp_layer.h)."""
+    if floating is float:
+        fp_deriv_colsum_f(D, A, n, c, ld, activation, gb)
+    else:
+        fp_deriv_colsum_d(D, A, n, c, ld, activation, gb)
+
+
+cdef inline void _backward_layer(
+    Net* net, int l,
+    const floating* params,   # IN  (n_params,)
+    const floating* X,        # IN  (n, sizes[0]) dense input, or NULL when csr is given
+    const CSR* csr,           # IN  sparse input block, or NULL
+    Py_ssize_t n,
+    const floating* acts,     # IN  workspace from _forward
+    floating* deltas,         # INOUT workspace: reads delta_l, writes delta_{l-1}
+    floating* grads,          # INOUT (n_params,) raw sums: W_l overwritten (beta=0) or
+                              #       accumulated (beta=1); b_{l-1} accumulated
+    floating beta,
+) noexcept nogil:
+    """Layer l of the backward pass:
+    dL/dW_l = A_{l-1}^T delta_l;  delta_{l-1} = (delta_l W_l^T) * f'(A_{l-1}),
+    with the column sums of delta_{l-1} (dL/db_{l-1}) taken in the same pass."""
+    cdef Py_ssize_t n_in = net.sizes[l], n_out = net.sizes[l + 1]
+    cdef const floating* A_prev = X if l == 0 else acts + net.a_off[l - 1]
+    cdef floating* D = deltas + net.a_off[l]
+    cdef floating* D_prev
+    if l == 0 and csr != NULL:
+        _csr_t_matmul(csr, n, D, n_out, grads, n_in, beta)
+    else:
+        _gemm(True, False, <int> n_in, <int> n_out, <int> n,
+              <floating> 1.0, A_prev, <int> n_in, D, <int> n_out,
+              beta, grads + net.w_off[l], <int> n_out)
+    if l > 0:
+        D_prev = deltas + net.a_off[l - 1]
+        _gemm(False, True, <int> n, <int> n_in, <int> n_out,
+              <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
+              <floating> 0.0, D_prev, <int> n_in)
+        _derivative_colsum(D_prev, A_prev, n, n_in, n_in, net.activation,
+                           grads + net.b_off[l - 1])
+
+
+cdef void _backward(
+    Net* net, const floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* acts, floating* deltas, floating* grads, floating beta,
+) noexcept nogil:
+    """The backward pass, output layer first (delta_L already set by _loss_delta)."""
+    cdef int l
+    for l in range(net.n_layers - 1, -1, -1):
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, beta)
+
+
+cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fp_sumsq_f(a, n)
+    else:
+        return fp_sumsq_d(a, n)
