@@ -417,8 +417,9 @@ def test_whole_minibatch_epoch_is_bitwise_the_same_for_any_thread_count(dtype):
 def test_unit_split_threshold():
     w2 = np.array([784, 256, 128, 10], dtype=np.intp)  # the benchmarks' W2 network
     assert _kernels.unit_split(w2, 32)
-    assert _kernels.unit_split(w2, 5)  # 5 x 235k parameters: over a million
-    assert not _kernels.unit_split(w2, 4)
+    assert _kernels.unit_split(w2, 18)  # 18 x 235k parameters: over 2^22
+    assert not _kernels.unit_split(w2, 17)
+    assert not _kernels.unit_split(np.array([100, 256, 3], dtype=np.intp), 64)  # 1.7M
     # the shortest split lengths on a big network: units instead of rows
     assert _kernels.unit_split(w2, 128) and _kernels.unit_split(w2, 191)
     assert not _kernels.unit_split(w2, 192)  # split by rows
@@ -510,12 +511,12 @@ def test_unit_split_epoch_skips_zero_weight_batches():
 @pytest.mark.parametrize("solver", ["adam", "sgd-nesterov"])
 @pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "order"])
 def test_unit_split_epoch_is_bitwise_the_same_for_any_thread_count(dtype, solver, shuffled):
-    """At the production threshold (batch 32 on a network of 78k parameters), one thread
-    and two produce the same bits, and the epoch really ran cut by units."""
+    """At the production threshold (batch 32 on a network of 156k parameters), one
+    thread and two produce the same bits, and the epoch really ran cut by units."""
     from threadpoolctl import threadpool_limits
 
     p, params = trainer_problem("log_loss", dtype, activation="relu", n=1500,
-                                 sizes=(300, 256, 3), seed=24, weighted=True)
+                                 sizes=(300, 512, 3), seed=24, weighted=True)
     assert _kernels.unit_split(np.array(p.sizes, dtype=np.intp), 32)
     orders = [np.random.default_rng(e).permutation(1500)[:1400].astype(np.intp)
               if shuffled else None for e in range(2)]

@@ -91,9 +91,13 @@ def csr_split(const Py_ssize_t[::1] sizes not None, Py_ssize_t nnz, Py_ssize_t n
     return epoch_partition(sizes, batch_size, nnz, n_rows)[0] == "rows"
 
 
-# Whole minibatches are cut by units when rows x n_params reaches this (about a
-# millisecond of products): below it the barriers cost more than the second core gains.
-cdef Py_ssize_t UNITS_MIN_WORK = 1 << 20
+# Whole minibatches are cut by units when rows x n_params reaches this, and every unit
+# part has at least this much (_unit_parts): below it the barriers cost more than the
+# threads gain. Calibrated on bench_sweep.py (benchmarks/README.md, "Where the team
+# pays"): units cells of 1-3.2 million took 0.57-1.11x one thread's time (and the
+# 100-256-3 fit at batch 64, 1.7 million, 1.08x), every cell from 4.2 million on
+# 0.49-0.97x.
+cdef Py_ssize_t UNITS_MIN_WORK = 1 << 22
 
 
 # Dense minibatches of SPLIT_MIN_BATCH rows up to (not including) UNITS_OVER_ROWS_BATCH
