@@ -32,6 +32,7 @@ Contenders:
 """
 
 import math
+import platform
 import time
 
 import numpy as np
@@ -40,6 +41,16 @@ LR = 1e-3
 ALPHA = 1e-4
 BETA_1, BETA_2, EPSILON = 0.9, 0.999, 1e-8
 SEED = 0
+
+def cpu_name():
+    """The CPU's model name (/proc/cpuinfo), or what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
 
 WORKLOADS = {
     "W1": dict(name="mnist-like", data="mnist", hidden=(256, 128), task="multiclass",

@@ -18,7 +18,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,19 +28,15 @@ import scipy.sparse as sp
 from fastprop import MLPClassifier
 from fastprop.core import _kernels
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _workloads import cpu_name  # noqa: E402
+
 BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 WIDTHS = (32, 64, 128, 256, 512, 1024)
 DEPTHS = (1, 2, 3)
 N, D = 4096, 256
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def kind(batch, width, depth, X):
