@@ -14,6 +14,7 @@ import pytest
 
 from fastprop.core import _kernels
 
+
 needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="no /proc here")
 
 
@@ -85,6 +86,7 @@ def test_model_is_bitwise_the_same_for_any_thread_count():
 
 BUSY = """
 import json, os, warnings
+import numpy as np
 from fastprop import MLPClassifier
 from fastprop.core import _kernels, _team
 warnings.simplefilter("ignore")
@@ -154,6 +156,7 @@ def test_thread_count_follows_scikit_learn():
 
 SIDE_BY_SIDE = """
 import json, os, threading, time, warnings
+import numpy as np
 from fastprop import MLPClassifier
 from fastprop.core import _team
 warnings.simplefilter("ignore")
