@@ -201,19 +201,23 @@ static long long fp_gov_budget_total = 0;   /* solo periods entered for the budg
  * (fastprop/core/_team.py), rather than oversubscribe them for the minibatch a team
  * takes to give a thread back. */
 static int fp_team_working = 0;
-static int fp_team_working_now(void) { return __atomic_load_n(&fp_team_working, __ATOMIC_ACQUIRE); }
-static void fp_team_working_add(int k) { __atomic_add_fetch(&fp_team_working, k, __ATOMIC_ACQ_REL); }
+/* A fit that starts publishes the passes (fp_budget_set) and then reads the working
+ * threads; a team that starts adds its members to them and then reads the passes
+ * (fp_pool_run). Both sequentially consistent: at least one of the two sees the other,
+ * so either the fit waits or the team starts smaller. */
+static int fp_team_working_now(void) { return __atomic_load_n(&fp_team_working, __ATOMIC_SEQ_CST); }
+static void fp_team_working_add(int k) { __atomic_add_fetch(&fp_team_working, k, __ATOMIC_SEQ_CST); }
 
 static void fp_budget_set(int passes, int threads, int cores) {
-    __atomic_store_n(&fp_budget_cores, threads > 1 ? threads : 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&fp_budget_machine, cores > 1 ? cores : 1, __ATOMIC_RELAXED);
-    __atomic_store_n(&fp_budget_passes, passes, __ATOMIC_RELAXED);
+    __atomic_store_n(&fp_budget_cores, threads > 1 ? threads : 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fp_budget_machine, cores > 1 ? cores : 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fp_budget_passes, passes, __ATOMIC_SEQ_CST);
 }
 
 /* Threads a team may use now: the cores the other passes leave free, at least 1. */
 static int fp_budget_share(void) {
-    int others = __atomic_load_n(&fp_budget_passes, __ATOMIC_RELAXED) - 1;
-    int share = fp_budget_cores - (others > 0 ? others : 0);
+    int others = __atomic_load_n(&fp_budget_passes, __ATOMIC_SEQ_CST) - 1;
+    int share = __atomic_load_n(&fp_budget_cores, __ATOMIC_SEQ_CST) - (others > 0 ? others : 0);
     return share > 1 ? share : 1;
 }
 
@@ -468,14 +472,20 @@ typedef void (*fp_task_fn)(void *arg, int tid, int nt);
 #include <signal.h>
 #define FP_POOL 1
 
+/* Each pool thread sleeps on a futex of its own, so that a pass wakes only the threads
+ * it uses: a thread woken only to go back to sleep would still be runnable, waiting for
+ * a core, for up to a time slice on a busy machine. */
+typedef struct { int job; char pad[60]; } fp_pool_slot;
+
 static struct {
     int busy;                          /* a pass holds the pool */
     int n_started;                     /* threads started: tids 1 .. n_started */
-    int job;                           /* futex: bumped for every pass */
     int left;                          /* futex: members still in this pass's fn */
     fp_task_fn fn;
     void *arg;
     int nt;
+    fp_pool_slot slot[FP_TEAM_MAX];    /* per thread, a futex: bumped for each pass it
+                                          works in */
 } fp_pool;
 
 static void fp_futex_wait(int *word, int value) {
@@ -490,8 +500,9 @@ static void *fp_pool_thread(void *p) {
     int tid = (int)(long)p, seen = 0;
     for (;;) {
         int job;
-        while ((job = __atomic_load_n(&fp_pool.job, __ATOMIC_ACQUIRE)) == seen)
-            fp_futex_wait(&fp_pool.job, seen);
+        int *word = &fp_pool.slot[tid].job;
+        while ((job = __atomic_load_n(word, __ATOMIC_ACQUIRE)) == seen)
+            fp_futex_wait(word, seen);
         seen = job;
         if (tid < fp_pool.nt) {
             fp_pool.fn(fp_pool.arg, tid, fp_pool.nt);
@@ -529,7 +540,8 @@ static void fp_pool_atfork_child(void) {
     /* the pool's threads are not in the child, nor is a pass of another thread */
     fp_pool.busy = 0;
     fp_pool.n_started = 0;
-    fp_pool.job = 0;
+    for (int t = 0; t < FP_TEAM_MAX; t++)
+        fp_pool.slot[t].job = 0;
     fp_pool.left = 0;
 }
 
@@ -543,14 +555,24 @@ static int fp_pool_run(fp_task_fn fn, void *arg, int n) {
         return 1;
     }
     n = fp_pool_grow(n);
+    /* count the members as working, then take no more than the budget's share: a fit
+     * that started since the caller chose n either sees them and waits, or is seen here
+     * (fp_team_working_now) */
+    fp_team_working_add(n - 1);
+    int share = fp_budget_share();
+    if (n > share) {
+        fp_team_working_add(share - n);
+        n = share;
+    }
     if (n > 1) {
         fp_pool.fn = fn;
         fp_pool.arg = arg;
         fp_pool.nt = n;
         __atomic_store_n(&fp_pool.left, n - 1, __ATOMIC_RELAXED);
-        fp_team_working_add(n - 1);
-        __atomic_add_fetch(&fp_pool.job, 1, __ATOMIC_RELEASE);
-        fp_futex_wake_all(&fp_pool.job);
+        for (int t = 1; t < n; t++) {
+            __atomic_add_fetch(&fp_pool.slot[t].job, 1, __ATOMIC_RELEASE);
+            syscall(SYS_futex, &fp_pool.slot[t].job, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+        }
     }
     fn(arg, 0, n);
     if (n > 1) {
