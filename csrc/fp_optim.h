@@ -91,6 +91,25 @@ FP_DISPATCH static double fp_sumsq_##SUF(const T *a, ptrdiff_t n) {             
     return s;                                                                           \
 }                                                                                       \
                                                                                         \
+/* sum of squares, in double, of the minibatch gradient the optimizer steps with:    \
+   ((g + alpha W) scale)^2 on weights [0, n_coef), (g scale)^2 on intercepts: the      \
+   square of its global L2 norm, for clipping (max_grad_norm) */                        \
+FP_DISPATCH static double fp_grad_sumsq_##SUF(const T *g, const T *p, ptrdiff_t n_coef, \
+                                              ptrdiff_t n, T alpha, T scale) {          \
+    double s = 0;                                                                       \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = 0; i < n_coef; i++) {                                            \
+        T gi = (g[i] + alpha * p[i]) * scale;                                           \
+        s += (double)gi * (double)gi;                                                   \
+    }                                                                                   \
+    FP_SIMD_SUM                                                                         \
+    for (ptrdiff_t i = n_coef; i < n; i++) {                                            \
+        T gi = g[i] * scale;                                                            \
+        s += (double)gi * (double)gi;                                                   \
+    }                                                                                   \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
 /* full-data gradient: g = (g + alpha W) / s on weights, g / s on intercepts, where g  \
    is g, plus g2 when given (the sums of the two halves of every block);               \
    returns sum W^2 */                                                                   \

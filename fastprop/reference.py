@@ -36,7 +36,14 @@ import numpy as np
 
 from ._validation import LOSSES, check_forward_args, check_loss_args
 
-__all__ = ["loss_and_gradients", "forward", "input_gradients", "sgd_update", "adam_update"]
+__all__ = [
+    "loss_and_gradients",
+    "forward",
+    "input_gradients",
+    "sgd_update",
+    "adam_update",
+    "clip_grad_norm",
+]
 
 
 # -- activations: f(Z) and f'(Z) written in terms of A = f(Z) -------------------------
@@ -245,3 +252,17 @@ def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilo
     v += (1 - beta_2) * grads**2
     step = learning_rate * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
     params -= step * m / (np.sqrt(v) + epsilon)
+
+
+def clip_grad_norm(grads, *, max_norm):
+    """Scale the flat gradient ``grads`` in place so that its global L2 norm is at most
+    ``max_norm`` (``max_grad_norm``: the minibatch's gradient over every weight and
+    intercept, L2 term included, before the optimizer step). Returns the norm before
+    clipping.
+
+    g <- g * min(1, max_norm / ||g||)
+    """
+    norm = float(np.sqrt(np.sum(grads.astype(np.float64) ** 2)))
+    if norm > max_norm:
+        grads *= grads.dtype.type(max_norm / norm)
+    return norm

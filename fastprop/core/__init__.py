@@ -332,11 +332,14 @@ class Trainer:
     learning_rate : float (current rate; SGD schedules change it between epochs)
     momentum, nesterov : SGD's
     beta_1, beta_2, epsilon : Adam's
+    max_grad_norm : float > 0 or None
+        Clip each minibatch's gradient to this global L2 norm (None: no clipping).
     """
 
     def __init__(
         self, sizes, activation, loss, params, solver, *, learning_rate=0.001,
         momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
+        max_grad_norm=None,
     ):
         check_activation_loss(activation, loss)
         if solver not in SOLVER_CODES:
@@ -362,6 +365,7 @@ class Trainer:
         self.state_1 = np.zeros_like(params)
         self.state_2 = np.zeros_like(params) if solver == "adam" else np.empty(0, params.dtype)
         self.counter = np.zeros(1, dtype=np.intp)
+        self.max_grad_norm = max_grad_norm
         self._batch = 0
 
     @property
@@ -457,12 +461,16 @@ class Trainer:
         tail = (SOLVER_CODES[self.solver], self.state_1,
                 self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
                 self.counter, self._grads2)
+        # pickles of older versions have no max_grad_norm
+        max_norm = getattr(self, "max_grad_norm", None)
+        max_norm = 0.0 if max_norm is None else float(max_norm)
         with split_team(partition[1]) as n_threads:
             if isinstance(X, tuple):
                 return _kernels.train_epoch_csr(
                     *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
-                    self._deltas, self._y_buf, self._sw_buf, *tail, n_threads)
+                    self._deltas, self._y_buf, self._sw_buf, *tail, n_threads,
+                    max_grad_norm=max_norm)
             return _kernels.train_epoch(
                 *head, X, Y, sw, order, batch_size, float(alpha), self._acts,
                 self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads,
-                check_finite=check_finite)
+                check_finite=check_finite, max_grad_norm=max_norm)

@@ -133,3 +133,8 @@ cdef int _check_epoch(
         if n_sw != 0:
             _check_len("sw_buf", n_swb, batch_size)
     return 0
+
+
+cdef inline void _check_max_norm(double max_norm) except *:
+    if not (max_norm >= 0):
+        raise ValueError(f"max_grad_norm must be >= 0 (0 for no clipping), got {max_norm}.")

@@ -109,8 +109,13 @@ cdef int _train_epoch_impl(Epoch* e, floating* params, int* nonfinite) except -1
             if e.solver == SOLVER_ADAM:
                 e.counter[0] += 1
                 _adam_lr(&st, e.hyper, e.counter[0])
-            sq = _backward_update(net, params, Xb, e.csr, nb, acts, deltas, grads,
-                                  <floating*> e.state_1, <floating*> e.state_2, &st)
+            if e.max_norm > 0:
+                sq = _backward_clipped_update(
+                    net, params, Xb, e.csr, nb, acts, deltas, grads,
+                    <floating*> e.state_1, <floating*> e.state_2, &st, e.max_norm)
+            else:
+                sq = _backward_update(net, params, Xb, e.csr, nb, acts, deltas, grads,
+                                      <floating*> e.state_1, <floating*> e.state_2, &st)
         start += nb
         b += 1
         if e.signal_every > 0 and b % e.signal_every == 0:
@@ -216,18 +221,21 @@ cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
             if e.solver == SOLVER_ADAM:
                 t += 1
                 _adam_lr(&st, e.hyper, t)
-            h = tid
-            while h < K:
-                seg_lo = P * h // K // 16 * 16
-                seg_hi = P * (h + 1) // K // 16 * 16 if h < K - 1 else P
-                coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
-                for c in range(1, K - 1):
-                    _add_into(grads + seg_lo, grads2 + (c - 1) * P + seg_lo,
-                              seg_hi - seg_lo)
-                sh.sq[h] = _update_segment(
-                    params, grads, grads2 + (K - 2) * P, state_1, state_2, seg_lo,
-                    coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, &st)
-                h += nt
+            if e.max_norm > 0:
+                _clipped_step_segments(e, params, grads, &st, tid, nt, True)
+            else:
+                h = tid
+                while h < K:
+                    seg_lo = P * h // K // 16 * 16
+                    seg_hi = P * (h + 1) // K // 16 * 16 if h < K - 1 else P
+                    coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
+                    for c in range(1, K - 1):
+                        _add_into(grads + seg_lo, grads2 + (c - 1) * P + seg_lo,
+                                  seg_hi - seg_lo)
+                    sh.sq[h] = _update_segment(
+                        params, grads, grads2 + (K - 2) * P, state_1, state_2, seg_lo,
+                        coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, &st)
+                    h += nt
             _team_last_barrier(tid, nt, sh)
             sq = sh.sq[0]
             for c in range(1, K):
@@ -243,6 +251,50 @@ cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
         e.acc_out[0] += acc
         e.counter[0] = t
     fp_denormals_restore(fpu)
+
+
+cdef void _clipped_step_segments(
+    Epoch* e, floating* params, floating* grads, Step* st, int tid, int nt,
+    bint add_parts,
+) noexcept nogil:
+    """The optimizer step of a team's minibatch with its gradient clipped to the global
+    L2 norm e.max_norm, in the K segments of the flat vector the row split steps in:
+    each segment (with ``add_parts``, first the sum of the parts' gradients into grads,
+    in part order) gives its squared norm; after a barrier every member adds them in
+    segment order, so all scale alike, and steps its segments. Sets sh.sq per
+    segment."""
+    cdef Net* net = e.net
+    cdef SplitShared* sh = e.sh
+    cdef int h, c, K = e.parts
+    cdef Py_ssize_t P = net.n_params, seg_lo, seg_hi, coef_hi
+    cdef floating* grads2 = <floating*> e.grads2
+    cdef double total
+    h = tid
+    while h < K:
+        seg_lo = P * h // K // 16 * 16
+        seg_hi = P * (h + 1) // K // 16 * 16 if h < K - 1 else P
+        coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
+        if add_parts:
+            for c in range(1, K):
+                _add_into(grads + seg_lo, grads2 + (c - 1) * P + seg_lo, seg_hi - seg_lo)
+        sh.norm[h] = _grad_sumsq(grads + seg_lo, params + seg_lo,
+                                 coef_hi - seg_lo if coef_hi > seg_lo else 0,
+                                 seg_hi - seg_lo, st)
+        h += nt
+    fp_team_barrier(&sh.team, tid, nt)
+    total = sh.norm[0]
+    for c in range(1, K):
+        total += sh.norm[c]
+    _clip_norm(st, total, e.max_norm)
+    h = tid
+    while h < K:
+        seg_lo = P * h // K // 16 * 16
+        seg_hi = P * (h + 1) // K // 16 * 16 if h < K - 1 else P
+        coef_hi = net.n_coef if net.n_coef < seg_hi else seg_hi
+        sh.sq[h] = _update_segment(
+            params, grads, NULL, <floating*> e.state_1, <floating*> e.state_2, seg_lo,
+            coef_hi - seg_lo if coef_hi > seg_lo else 0, seg_hi - seg_lo, st)
+        h += nt
 
 
 # What each team member runs (csrc/fp_team.h, fp_pool_run): the epoch's worker for
@@ -311,6 +363,7 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
     # the output layer's units are not cut when it is narrow: its forward product and
     # the loss then run on thread 0 with no barrier between them
     cdef bint out_cut = _unit_width(n_out, K) < n_out
+    cdef bint clip = e.max_norm > 0
     while start < n:
         nb = batch_size if n - start > batch_size else n - start
         s = _weight_sum(sample_weight, order, start, nb)
@@ -364,8 +417,9 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                 data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
                                    grads + net.b_off[L - 1])
                 acc += (data / s + 0.5 * alpha * sq / s) * nb
-                _update_segment(params, grads, NULL, state_1, state_2, net.b_off[L - 1],
-                                0, n_out, &st)
+                if not clip:
+                    _update_segment(params, grads, NULL, state_1, state_2,
+                                    net.b_off[L - 1], 0, n_out, &st)
             fp_team_barrier(&sh.team, tid, nt)
             # -- backward: part h of each layer's inputs, stepped as soon as done -------
             h = tid
@@ -395,19 +449,27 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                             _derivative_colsum(D_prev + lo, A_prev + lo, nb, hi - lo, n_in,
                                                net.activation, grads + net.b_off[l - 1] + lo)
                             # b_{l-1}[lo:hi] was last used in the forward pass
-                            _update_segment(params, grads, NULL, state_1, state_2,
-                                            net.b_off[l - 1] + lo, 0, hi - lo, &st)
+                            if not clip:
+                                _update_segment(params, grads, NULL, state_1, state_2,
+                                                net.b_off[l - 1] + lo, 0, hi - lo, &st)
                         # W_l[lo:hi, :] was read only by this part's delta product
-                        sq_part[h] += _update_segment(
-                            params, grads, NULL, state_1, state_2,
-                            net.w_off[l] + lo * n_o, (hi - lo) * n_o, (hi - lo) * n_o, &st)
+                        if not clip:
+                            sq_part[h] += _update_segment(
+                                params, grads, NULL, state_1, state_2,
+                                net.w_off[l] + lo * n_o, (hi - lo) * n_o,
+                                (hi - lo) * n_o, &st)
                     h += nt
                 if l > 0:
                     fp_team_barrier(&sh.team, tid, nt)
-            h = tid
-            while h < K:
-                sh.sq[h] = sq_part[h]
-                h += nt
+            if clip:
+                # the steps wait for the norm of the whole gradient
+                fp_team_barrier(&sh.team, tid, nt)
+                _clipped_step_segments(e, params, grads, &st, tid, nt, False)
+            else:
+                h = tid
+                while h < K:
+                    sh.sq[h] = sq_part[h]
+                    h += nt
             # every part stepped (the next forward reads all of them), the sums shared
             _team_last_barrier(tid, nt, sh)
             sq = sh.sq[0]
@@ -465,6 +527,7 @@ cdef Epoch _epoch(
     floating* acts, floating* deltas, floating* x_buf, floating* y_buf, floating* sw_buf,
     int solver, floating* state_1, floating* state_2, const double* hyper,
     Py_ssize_t* counter, double* acc_out, Py_ssize_t signal_every, bint check_finite,
+    double max_norm,
 ) noexcept nogil:
     """An Epoch over these buffers (NULL for those the pass does not use)."""
     cdef Epoch e
@@ -495,6 +558,7 @@ cdef Epoch _epoch(
     e.signal_every = signal_every
     e.sh = NULL
     e.check_finite = check_finite
+    e.max_norm = max_norm
     return e
 
 
@@ -540,6 +604,8 @@ def train_epoch(
                                          #     (at most the parts are used): BLAS must run
                                          #     on one thread when it is 2 or more
     bint check_finite=False,             # check every gathered X row for NaN and infinity
+    double max_grad_norm=0.0,            # clip each minibatch's gradient to this global
+                                         #     L2 norm; 0 for no clipping
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -561,6 +627,10 @@ def train_epoch(
     for the kernels, only meaningless); then ``NonFiniteRowsError`` is raised, and the
     caller restores the parameters and the optimizer state it saved before.
 
+    With ``max_grad_norm`` > 0, each minibatch's gradient (the L2 term included) is
+    scaled down to that global L2 norm when it is longer, before the optimizer step
+    (which then runs after the whole backward pass, not fused into it).
+
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
     """
@@ -571,6 +641,7 @@ def train_epoch(
     cdef Net net
     if check_finite and order.shape[0] == 0:
         raise ValueError("check_finite needs the rows gathered: pass order.")
+    _check_max_norm(max_grad_norm)
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind)
     try:
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
@@ -592,7 +663,7 @@ def train_epoch(
             &y_buf[0, 0] if order.shape[0] > 0 else NULL,
             &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
             solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-            &hyper[0], &counter[0], &acc, sig, check_finite)
+            &hyper[0], &counter[0], &acc, sig, check_finite, max_grad_norm)
         with nogil:
             _run_epoch(&e, kind, floating is float, n_threads,
                        &nonfinite if check_finite else NULL)
@@ -620,7 +691,7 @@ def train_epoch_csr(
     floating[:, ::1] y_buf not None, floating[::1] sw_buf not None,
     int solver, floating[::1] state_1 not None, floating[::1] state_2 not None,
     const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
-    floating[::1] grads2 not None, int n_threads,
+    floating[::1] grads2 not None, int n_threads, double max_grad_norm=0.0,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense, and
@@ -632,6 +703,7 @@ def train_epoch_csr(
     cdef CSR csr
     cdef Epoch e
     cdef Net net
+    _check_max_norm(max_grad_norm)
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, X_data.shape[0],
                        X_indptr.shape[0] - 1, &kind)
     try:
@@ -658,7 +730,7 @@ def train_epoch_csr(
             &y_buf[0, 0] if order.shape[0] > 0 else NULL,
             &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
             solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
-            &hyper[0], &counter[0], &acc, sig, False)
+            &hyper[0], &counter[0], &acc, sig, False, max_grad_norm)
         with nogil:
             _run_epoch(&e, kind, floating is float, n_threads, NULL)
         return acc

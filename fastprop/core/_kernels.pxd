@@ -52,6 +52,10 @@ cdef extern from "fp_optim.h" nogil:
     int fp_dispatch_enabled()
     double fp_sumsq_f(const float* a, Py_ssize_t n)
     double fp_sumsq_d(const double* a, Py_ssize_t n)
+    double fp_grad_sumsq_f(const float* g, const float* p, Py_ssize_t n_coef,
+                           Py_ssize_t n, float alpha, float scale)
+    double fp_grad_sumsq_d(const double* g, const double* p, Py_ssize_t n_coef,
+                           Py_ssize_t n, double alpha, double scale)
     double fp_normalise_f(float* g, const float* g2, const float* p, Py_ssize_t n_coef,
                           Py_ssize_t n,
                           float alpha, float s)
@@ -155,6 +159,7 @@ cdef struct SplitShared:
     # What the team shares; everything else is per thread.
     double data[FP_TEAM_MAX]   # per part: its summed loss (row split)
     double sq[FP_TEAM_MAX]     # per part: its sum of squared weights
+    double norm[FP_TEAM_MAX]   # per segment: its squared gradient norm (clipping)
     int stop                   # set by thread 0 when a signal handler raised
     int nonfinite[FP_TEAM_MAX] # per thread: a gathered X row had a NaN or an infinity
     fp_team team               # the barrier, and who works (csrc/fp_team.h)
@@ -191,4 +196,5 @@ cdef struct Epoch:
     double* acc_out
     Py_ssize_t signal_every
     SplitShared* sh       # a team's shared state (split passes)
+    double max_norm       # clip each minibatch's gradient to this L2 norm; 0: off
     bint check_finite

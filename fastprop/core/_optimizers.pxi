@@ -92,6 +92,44 @@ cdef double _backward_update(
     return sq
 
 
+cdef inline double _grad_sumsq(
+    const floating* grads, const floating* params, Py_ssize_t n_coef, Py_ssize_t n,
+    const Step* st,
+) noexcept nogil:
+    """The squared L2 norm of the gradient the step would take on these n entries (the
+    first n_coef weights, with the L2 term), in double (csrc/fp_optim.h)."""
+    if n <= 0:
+        return 0.0
+    if floating is float:
+        return fp_grad_sumsq_f(grads, params, n_coef, n, <float> st.alpha,
+                               <float> st.scale)
+    else:
+        return fp_grad_sumsq_d(grads, params, n_coef, n, st.alpha, st.scale)
+
+
+cdef inline void _clip_norm(Step* st, double sumsq, double max_norm) noexcept nogil:
+    """Scale the step's gradient (through st.scale) so that its global L2 norm, whose
+    square is sumsq, is at most max_norm."""
+    cdef double norm = sumsq ** 0.5
+    if norm > max_norm:
+        st.scale = st.scale * (max_norm / norm)
+
+
+cdef double _backward_clipped_update(
+    Net* net, floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
+    const floating* acts, floating* deltas, floating* grads, floating* state_1,
+    floating* state_2, Step* st, double max_norm,
+) noexcept nogil:
+    """The backward pass, then the step of the whole flat vector with the minibatch's
+    gradient clipped to the global L2 norm max_norm (the step cannot be fused layer by
+    layer: it needs the norm of every layer's gradient first). Returns sum ||W||^2 of
+    the new weights."""
+    _backward(net, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
+    _clip_norm(st, _grad_sumsq(grads, params, net.n_coef, net.n_params, st), max_norm)
+    return _update_segment(params, grads, NULL, state_1, state_2, 0, net.n_coef,
+                           net.n_params, st)
+
+
 cdef inline void _adam_lr(Step* st, const double* hyper, Py_ssize_t t) noexcept nogil:
     """Adam's bias-corrected step size for update number t (from 1)."""
     st.lr = hyper[0] * (1 - hyper[4] ** t) ** 0.5 / (1 - hyper[3] ** t)
