@@ -24,15 +24,16 @@ import scipy.optimize
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, is_classifier
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import accuracy_score, check_scoring, get_scorer_names, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import core
+from . import core, reference
 from .core._team import training
 from ._sklearn_compat import (
     Interval,
@@ -116,6 +117,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             Options(Real, {np.inf}),
         ],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "scoring": [StrOptions(set(get_scorer_names()) | {"loss"}), callable, None],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
     }
 
     def __init__(
@@ -144,6 +147,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         epsilon,
         n_iter_no_change,
         max_fun,
+        scoring=None,
+        max_grad_norm=None,
     ):
         self.activation = activation
         self.solver = solver
@@ -169,6 +174,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.scoring = scoring
+        self.max_grad_norm = max_grad_norm
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -202,11 +209,13 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             self._no_improvement_count = 0
             if self.early_stopping:
                 self.validation_scores_ = []
+                self.validation_loss_curve_ = []
                 self.best_validation_score_ = -np.inf
                 self.best_loss_ = None
             else:
                 self.best_loss_ = np.inf
                 self.validation_scores_ = None
+                self.validation_loss_curve_ = None
                 self.best_validation_score_ = None
 
     # regressors ask scikit-learn for numeric targets
@@ -307,12 +316,18 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             sample_weight = check_sample_weight(sample_weight, X, dtype=X.dtype)
         if y.ndim == 1:
             y = y.reshape((-1, 1))
+        sample_weight = self._weighted_by_class(y, sample_weight, X.dtype, incremental)
         if not is_classifier(self) and self.loss == "poisson" and (y < 0).any():
             raise ValueError(
                 "Some value(s) of y are negative which is not allowed for "
                 "loss='poisson'."
             )
         return X, y, sample_weight, x_pending
+
+    def _weighted_by_class(self, Y, sample_weight, dtype, incremental):
+        """The sample weights training uses, for the targets Y (2-D, encoded): the
+        classifier multiplies them by its class weights."""
+        return sample_weight
 
     def _continue_fitted(self, X, y, sample_weight, layer_units, x_pending):
         """The data for a fitted model to train on: its network must be the one the data
@@ -371,7 +386,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             self._flat, self.solver,
             learning_rate=self.learning_rate_init, momentum=self.momentum,
             nesterov=self.nesterovs_momentum, beta_1=self.beta_1, beta_2=self.beta_2,
-            epsilon=self.epsilon,
+            epsilon=self.epsilon, max_grad_norm=self.max_grad_norm,
         )
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental, check_x=False):
@@ -388,6 +403,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                 # the network changed under a kept optimizer: its state cannot carry over
                 opt = self._optimizer = self._new_optimizer()
             opt.params = flat
+        # a kept optimizer follows the estimator's current setting (set_params)
+        opt.max_grad_norm = self.max_grad_norm
 
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -412,7 +429,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                     "or the size of your dataset."
                 )
             X_val = X[val_idx]
-            y_val = Y[val_idx]
+            y_val = Y_val = Y[val_idx]
             sample_weight_val = None if sample_weight is None else sample_weight[val_idx]
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
@@ -420,7 +437,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                 y_val = y_val.ravel()
             sample_idx = train_idx.astype(np.intp)
         else:
-            X_val = y_val = sample_weight_val = None
+            X_val = y_val = Y_val = sample_weight_val = None
             sample_idx = np.arange(n_all, dtype=np.intp)
         n_samples = sample_idx.shape[0]
         in_place = not early_stopping and not self.shuffle
@@ -497,7 +514,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                            n_samples / max(elapsed, 1e-9))
                     )
                 self._update_no_improvement_count(
-                    early_stopping, X_val, y_val, sample_weight_val
+                    early_stopping, X_val, y_val, sample_weight_val, Y_val
                 )
                 if self.solver == "sgd" and self.learning_rate == "invscaling":
                     opt.learning_rate = float(self.learning_rate_init) / (
@@ -552,9 +569,41 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             print(msg + " Setting learning rate to %f" % opt.learning_rate)
         return False
 
-    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight):
+    def _validation_loss(self, X, Y, sample_weight):
+        """The data loss (no L2 term) of the model on (X, Y), Y encoded as in
+        training: the weighted mean over samples of the training loss, computed from
+        the output logits as training computes it."""
+        flat, units = self._predict_params()
+        Z = core.forward_flat(flat, units, X, activation=self.activation,
+                              loss="squared_error")  # identity output: the logits
+        per_sample = reference._data_loss_per_sample(
+            Z, Y, _CORE_LOSS[self.out_activation_])
+        w = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+        return float(np.average(per_sample.astype(np.float64), weights=w))
+
+    def _validation_score(self, X, y, sample_weight, Y):
+        """The validation loss (appended to ``validation_loss_curve_``) and the score
+        early stopping follows: scikit-learn's ``score`` for ``scoring=None``, the
+        negative validation loss for 'loss', else the scorer's value."""
+        loss = self._validation_loss(X, Y, sample_weight)
+        if getattr(self, "validation_loss_curve_", None) is None:
+            # a model fitted before without early stopping, or converted
+            self.validation_loss_curve_ = []
+        self.validation_loss_curve_.append(loss)
+        scoring = getattr(self, "scoring", None)
+        if scoring is None:
+            return self._score(X, y, sample_weight=sample_weight)
+        if scoring == "loss":
+            return -loss
+        scorer = check_scoring(self, scoring=scoring)
+        if sample_weight is None:
+            return float(scorer(self, X, y))
+        return float(scorer(self, X, y, sample_weight=sample_weight))
+
+    def _update_no_improvement_count(self, early_stopping, X, y, sample_weight,
+                                     Y=None):
         if early_stopping:
-            val_score = self._score(X, y, sample_weight=sample_weight)
+            val_score = self._validation_score(X, y, sample_weight, Y)
             self.validation_scores_.append(val_score)
             if self.verbose:
                 print("Validation score: %f" % self.validation_scores_[-1])
@@ -800,6 +849,25 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     epsilon : float, default=1e-8
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
+    scoring : str, callable, 'loss' or None, default=None
+        What early stopping follows on the validation split (as in
+        ``HistGradientBoostingClassifier``; not in scikit-learn's MLPs). None keeps
+        scikit-learn's rule on ``score``; 'loss' stops on the validation loss (the
+        rule applied to its negative, which ``validation_scores_`` then holds) and
+        keeps the best epoch's weights; a scorer name or callable stops on that score.
+        Unused without ``early_stopping``.
+    max_grad_norm : float > 0 or None, default=None
+        Clip the global L2 norm of each minibatch's gradient (all weights and
+        intercepts, L2 term included) to at most this value before the optimizer
+        step (not in scikit-learn's MLPs). Stochastic solvers only.
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, ``{label: weight}``, as in ``LogisticRegression`` and
+        ``SGDClassifier`` (not in scikit-learn's MLPClassifier). They multiply
+        ``sample_weight``. 'balanced' weights each class by ``n_samples / (n_classes *
+        count)``, which trains the same model as
+        ``sample_weight=compute_sample_weight('balanced', y)``; with sample weights
+        the counts are their sums per class. ``partial_fit`` takes
+        a dict only (as ``SGDClassifier``), and multilabel y none.
 
     Attributes
     ----------
@@ -809,6 +877,10 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         As in scikit-learn. ``coefs_`` / ``intercepts_`` are views of one flat
         parameter vector; assigning new arrays to them works as it does in
         scikit-learn.
+    validation_loss_curve_ : list of float or None
+        With ``early_stopping``, the loss on the validation split after each epoch:
+        the data loss, without the L2 term, on the scale of ``loss_curve_``. None
+        otherwise.
 
     Examples
     --------
@@ -846,7 +918,11 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        scoring=None,
+        max_grad_norm=None,
+        class_weight=None,
     ):
+        self.class_weight = class_weight
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
             activation=activation,
@@ -872,7 +948,53 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            scoring=scoring,
+            max_grad_norm=max_grad_norm,
         )
+
+    _parameter_constraints: dict = {
+        **MLPEstimator._parameter_constraints,
+        "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def _weighted_by_class(self, Y, sample_weight, dtype, incremental):
+        """``sample_weight`` times the weight of each sample's class
+        (``class_weight``), with the meaning it has in ``LogisticRegression`` and
+        ``SGDClassifier``: 'balanced' gives the weights of
+        ``compute_sample_weight('balanced', y)``. None leaves ``sample_weight`` as
+        given."""
+        if self.class_weight is None:
+            return sample_weight
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            raise ValueError(
+                "class_weight is not supported for multilabel y: each sample has "
+                "several labels. Pass per-sample weights as sample_weight instead."
+            )
+        if incremental and isinstance(self.class_weight, str):
+            # SGDClassifier's rule: one call's labels do not tell the classes'
+            # frequencies over the whole stream
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit. In order "
+                "to use 'balanced' weights, use compute_class_weight('balanced', "
+                "classes=classes, y=y). In place of y you can use a large enough "
+                "sample of the full training set target to properly estimate the "
+                "class frequency distributions. Pass the resulting weights as the "
+                "class_weight parameter."
+            )
+        if Y.shape[1] == 1:
+            index = Y[:, 0].astype(np.intp)
+        else:
+            index = np.argmax(Y, axis=1)
+        # 'balanced' counts the classes by their sample weights, so that weights and
+        # repeated samples stay equivalent (as scikit-learn's linear models count)
+        weights = compute_class_weight(
+            self.class_weight, classes=self.classes_, y=self.classes_[index],
+            sample_weight=sample_weight,
+        )
+        per_sample = weights[index]
+        if sample_weight is not None:
+            per_sample = sample_weight * per_sample
+        return np.ascontiguousarray(per_sample, dtype=dtype)
 
     def _validate_input(self, X, y, incremental, reset, defer_x_check=False):
         X, y, x_pending = self._validate_data_xy(X, y, reset, defer_x_check)
@@ -965,7 +1087,8 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
+        # class weights do not apply to multilabel y (_weighted_by_class)
+        tags.classifier_tags.multi_label = self.class_weight is None
         return tags
 
 
@@ -1025,6 +1148,8 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        scoring=None,
+        max_grad_norm=None,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1051,6 +1176,8 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            scoring=scoring,
+            max_grad_norm=max_grad_norm,
         )
 
     def _prediction_from_output(self, y_pred):

@@ -30,7 +30,8 @@ class CallSnapshot:
         opt = self.attrs.get("_optimizer")
         self.optimizer = None if opt is None else EpochStart(opt, params=False)
         self.lists = {name: list(value) for name, value in self.attrs.items()
-                      if name in ("loss_curve_", "validation_scores_")
+                      if name in ("loss_curve_", "validation_scores_",
+                                  "validation_loss_curve_")
                       and isinstance(value, list)}
         rs = est.random_state
         self.rng = rs if isinstance(rs, np.random.RandomState) else None
