@@ -78,7 +78,8 @@ def quiet_fit(est, *args, **kwargs):
 
 def sk_twin(est):
     """An unfitted scikit-learn estimator with the same parameters as ``est``."""
-    return SK[type(est)](**est.get_params())
+    sk = SK[type(est)]
+    return sk(**{k: v for k, v in est.get_params().items() if k in sk().get_params()})
 
 
 def layers(est):
@@ -1519,9 +1520,12 @@ def test_classifier_has_no_loss_parameter():
     assert MLPRegressor().get_params()["loss"] == "squared_error"
     with pytest.raises(TypeError):
         MLPClassifier(loss="log_loss")
-    # same parameter names and defaults as scikit-learn
+    # same parameter names and defaults as scikit-learn, plus fastprop's own options
+    own = {"class_weight", "max_grad_norm", "scoring", "rho", "dropout", "huber_delta"}
     for Est in (MLPClassifier, MLPRegressor):
-        assert Est().get_params() == SK[Est]().get_params()
+        ours, theirs = Est().get_params(), SK[Est]().get_params()
+        assert {k: v for k, v in ours.items() if k in theirs} == theirs
+        assert set(ours) - set(theirs) <= own
 
 
 def test_bad_input_errors_like_sklearn():
@@ -1863,8 +1867,13 @@ PUBLIC_ATTRS = ["classes_", "loss_", "best_loss_", "loss_curve_", "validation_sc
                 "out_activation_", "feature_names_in_"]
 
 
+# fitted attributes of fastprop's own options (a stochastic solver's fit sets them)
+OWN_ATTRS = {"validation_loss_curve_"}
+
+
 def _fitted_attrs(est):
-    return {k for k in vars(est) if k.endswith("_") and not k.startswith("_")}
+    """The public fitted attributes, fastprop's own ones apart."""
+    return {k for k in vars(est) if k.endswith("_") and not k.startswith("_")} - OWN_ATTRS
 
 
 def _assert_same_kind(name, got, expected, values=True):
