@@ -195,14 +195,16 @@ class _Estimator:
 
     module = None
 
-    def __init__(self, key, data):
+    def __init__(self, key, data, **options):
         w = WORKLOADS[key]
         mod = self._module()
         cls = mod.MLPRegressor if w["task"] == "regression" else mod.MLPClassifier
-        self.est = cls(hidden_layer_sizes=w["hidden"], activation="relu", solver="adam",
-                       alpha=ALPHA, batch_size=w["batch"], learning_rate_init=LR,
-                       beta_1=BETA_1, beta_2=BETA_2, epsilon=EPSILON, shuffle=True,
-                       random_state=SEED)
+        self.est = cls(**{**dict(
+            hidden_layer_sizes=w["hidden"], activation="relu", solver="adam",
+            alpha=ALPHA, batch_size=w["batch"], learning_rate_init=LR, beta_1=BETA_1,
+            beta_2=BETA_2, epsilon=EPSILON, shuffle=True, random_state=SEED), **options})
+        if options:
+            self.est._validate_params()  # an option this version lacks: skipped
         self.data = data
         self.first = True
 
@@ -511,7 +513,22 @@ class FloorContender:
         return None
 
 
+# fastprop with one of its own options on (run.py --features): what each costs on top
+# of the default epoch, as "fastprop+<name>" beside "fastprop" in the same cell
+FEATURES = {
+    "dropout": {"dropout": 0.2},
+    "leaky_relu": {"activation": "leaky_relu"},
+    "elu": {"activation": "elu"},
+    "gelu": {"activation": "gelu"},
+    "softplus": {"activation": "softplus"},
+    "silu": {"activation": "silu"},
+    "clip": {"max_grad_norm": 1.0},
+}
+
+
 def make_contender(name, key, data):
+    if name.startswith("fastprop+"):
+        return FastpropContender(key, data, **FEATURES[name[len("fastprop+"):]])
     cls = {"fastprop": FastpropContender, "sklearn": SklearnContender,
            "numpy": NumpyContender, "torch": TorchContender, "jax": JaxContender,
            "floor": FloorContender}[name]

@@ -266,6 +266,7 @@ def add_ratios(cell):
     cell["best_competitor"] = (min((n for n in wl.COMPETITORS if n in med), key=med.get)
                                if comp else None)
     for n, s in res.items():
+        s["vs_fastprop"] = med[n] / med["fastprop"] if "fastprop" in med else None
         s["vs_sklearn"] = med[n] / med["sklearn"] if "sklearn" in med else None
         s["vs_best"] = med[n] / best if best else None
         s["vs_floor"] = med[n] / med["floor"] if "floor" in med else None
@@ -348,10 +349,13 @@ def worker(args, nt):
             + (f"; torch.set_num_threads({nt})" if "torch" in info else "")
             + (f"; jax: {info['jax']['threads_method']}" if "jax" in info else "")
             + f"; loadavg {_loadavg()})")
+        features = [k for k in args.features.split(",") if k]
         for key in args.workloads.split(","):
             if args.max_other < 100:
                 wait_quiet(effective_max_other(args.max_other, nt) / 2, args.wait)
-            cell = run_cell(key, names, nt, args, log)
+            extra = ([f"fastprop+{f}" for f in wl.FEATURES]
+                     if key in features and "fastprop" in names else [])
+            cell = run_cell(key, names + extra, nt, args, log)
             cells.append(cell)
             for line in format_cell(cell):
                 log(line)
@@ -378,7 +382,7 @@ def _fmt_l(x):
     return "" if x is None else f"{x:.5g}"
 
 
-HEADER = (f"{'wl':<3} {'thr':>3} {'contender':<9} {'s/epoch':>9} {'IQR%':>5} "
+HEADER = (f"{'wl':<3} {'thr':>3} {'contender':<19} {'s/epoch':>9} {'IQR%':>5} "
           f"{'/sklearn':>8} {'/best':>7} {'/floor':>7} {'cores':>5} "
           f"{'epoch loss':>11} {'final loss':>11}")
 
@@ -395,13 +399,13 @@ def format_cell(cell, header=True):
                   f"{cell['loadavg_end']}; {cell['elapsed_s']:.0f} s", HEADER,
                   "-" * len(HEADER)]
     for n, s in cell["contenders"].items():
-        lines.append(f"{cell['workload']:<3} {cell['threads']:>3} {n:<9} "
+        lines.append(f"{cell['workload']:<3} {cell['threads']:>3} {n:<19} "
                      f"{_fmt_s(s['median_s']):>9} {s['iqr_pct']:>4.0f}% "
                      f"{_fmt_r(s['vs_sklearn']):>8} {_fmt_r(s['vs_best']):>7} "
                      f"{_fmt_r(s['vs_floor']):>7} {s['cores']:>5.2f} "
                      f"{_fmt_l(s['epoch_loss']):>11} {_fmt_l(s['final_loss']):>11}")
     for n, why in cell["skipped"].items():
-        lines.append(f"{cell['workload']:<3} {cell['threads']:>3} {n:<9} skipped: {why}")
+        lines.append(f"{cell['workload']:<3} {cell['threads']:>3} {n:<19} skipped: {why}")
     tg = format_targets(cell)
     if tg:
         lines.append(tg)
@@ -451,6 +455,14 @@ def summary_lines(cells):
             f"{_fmt_l(lo.get('sklearn_epoch_loss')):>13} "
             f"{diff:>6}  "
             + ("all met" if not missed else "MISSED: " + ", ".join(missed)))
+    costs = [c for c in cells if any(n.startswith("fastprop+") for n in c["contenders"])]
+    if costs:
+        lines += ["", "## The cost of fastprop's options: median s/epoch with the option "
+                  "on / without it (the default epoch), same cell"]
+        for cell in sorted(costs, key=lambda c: (c["threads"], c["workload"])):
+            lines.append(f"{cell['workload']} {cell['threads']} thr: " + ", ".join(
+                f"{n[len('fastprop+'):]} {s['vs_fastprop']:.2f}x"
+                for n, s in cell["contenders"].items() if n.startswith("fastprop+")))
     return lines
 
 
@@ -541,6 +553,10 @@ def parse(argv):
     p.add_argument("--contenders", default=",".join(wl.CONTENDERS),
                    help=f"comma-separated subset of {','.join(wl.CONTENDERS)} (torch, jax "
                         "skipped when not importable)")
+    p.add_argument("--features", default="W1",
+                   help="workloads on which fastprop also runs with each of its own "
+                        "options on (benchmarks/_workloads.py FEATURES), to report their "
+                        "cost; '' for none (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=None,
                    help="interleaved rounds, one block per contender each (default 9, "
                         "--quick 3)")
