@@ -15,6 +15,12 @@ from fastprop import MLPClassifier, MLPRegressor
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
+@parametrize_with_checks([
+    MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
+    MLPClassifier(max_iter=100, solver="rmsprop", rho=0.8),
+    MLPRegressor(max_iter=100, solver="rmsprop", rho=0.8),
+    MLPClassifier(max_iter=100, solver="adamw"),
+    MLPRegressor(max_iter=100, solver="adamw"),
+])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
