@@ -8,6 +8,7 @@
  * and for every thread count (these loops use no threads).
  *
  * Weights [0, n_coef) receive the L2 term alpha * W; intercepts [n_coef, n) do not.
+ * AdamW has no L2 term: its weights [0, n_coef) decay by a factor instead.
  * `scale` is 1 / (the batch's sample-weight sum).
  */
 #ifndef FASTPROP_FP_OPTIM_H

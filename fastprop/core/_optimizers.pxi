@@ -1,6 +1,6 @@
-# Optimizers (SGD, Adam, RMSprop, AdamW): one fused loop over the flat parameter vector per step (csrc/fp_optim.h),
-# the step's scalars, the backward pass with the step fused in, and the def twins of
-# the steps that the tests hold against the reference.
+# Optimizers (SGD, Adam, RMSprop, AdamW): one fused loop over the flat parameter vector
+# per step (csrc/fp_optim.h), the step's scalars, the backward pass with the step fused
+# in, and the def twins of the steps that the tests hold against the reference.
 
 # True where the flat-vector loops (csrc/fp_optim.h) are compiled per ISA level and
 # chosen at load time (GCC target_clones on x86-64 Linux).
