@@ -19,6 +19,8 @@
 /* minibatch solvers of the epoch driver */
 #define FP_SOLVER_SGD 0
 #define FP_SOLVER_ADAM 1
+#define FP_SOLVER_RMSPROP 2
+#define FP_SOLVER_ADAMW 3
 
 /* how a pass cuts its minibatches or blocks */
 #define FP_PASS_WHOLE 0

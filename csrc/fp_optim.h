@@ -8,6 +8,7 @@
  * and for every thread count (these loops use no threads).
  *
  * Weights [0, n_coef) receive the L2 term alpha * W; intercepts [n_coef, n) do not.
+ * AdamW has no L2 term: its weights [0, n_coef) decay by a factor instead.
  * `scale` is 1 / (the batch's sample-weight sum).
  */
 #ifndef FASTPROP_FP_OPTIM_H
@@ -75,6 +76,56 @@
             m[i] = mi;                                                                  \
             v[i] = vi;                                                                  \
             p[i] = p[i] - step * mi / (SQRT(vi) + eps);                                 \
+        }                                                                               \
+    }
+
+/* RMSprop (PyTorch's, epsilon outside the root): g as for Adam (L2 term on the
+   weights); v <- rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps). */
+#define FP_RMSPROP_LOOPS(ACC, T, SQRT, GRAD)                                            \
+    {                                                                                   \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = ((GRAD) + alpha * p[i]) * scale;                                     \
+            T vi = rho * v[i] + orho * (gi * gi);                                       \
+            v[i] = vi;                                                                  \
+            T pi = p[i] - lr * gi / (SQRT(vi) + eps);                                   \
+            p[i] = pi;                                                                  \
+            s += (ACC)pi * (ACC)pi;                                                     \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = (GRAD) * scale;                                                      \
+            T vi = rho * v[i] + orho * (gi * gi);                                       \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] - lr * gi / (SQRT(vi) + eps);                                   \
+        }                                                                               \
+    }
+
+/* AdamW (PyTorch's): no L2 term in g; the weights shrink by decay = 1 - lr lambda
+   first, the intercepts do not; then p -= lr m_hat / (sqrt(v_hat) + eps) with
+   m_hat = m / bc1, v_hat = v / bc2, bc = 1 - beta^t. */
+#define FP_ADAMW_LOOPS(ACC, T, SQRT, GRAD)                                              \
+    {                                                                                   \
+        FP_SIMD_SUM                                                                     \
+        for (ptrdiff_t i = 0; i < n_coef; i++) {                                        \
+            T gi = (GRAD) * scale;                                                      \
+            T mi = b1 * m[i] + ob1 * gi;                                                \
+            T vi = b2 * v[i] + ob2 * (gi * gi);                                         \
+            m[i] = mi;                                                                  \
+            v[i] = vi;                                                                  \
+            T pi = p[i] * decay;                                                        \
+            pi = pi - lr * (mi / bc1) / (SQRT(vi / bc2) + eps);                         \
+            p[i] = pi;                                                                  \
+            s += (ACC)pi * (ACC)pi;                                                     \
+        }                                                                               \
+        FP_SIMD                                                                         \
+        for (ptrdiff_t i = n_coef; i < n; i++) {                                        \
+            T gi = (GRAD) * scale;                                                      \
+            T mi = b1 * m[i] + ob1 * gi;                                                \
+            T vi = b2 * v[i] + ob2 * (gi * gi);                                         \
+            m[i] = mi;                                                                  \
+            v[i] = vi;                                                                  \
+            p[i] = p[i] - lr * (mi / bc1) / (SQRT(vi / bc2) + eps);                     \
         }                                                                               \
     }
 
@@ -150,6 +201,33 @@ FP_DISPATCH static double fp_adam_##SUF(T *p, const T *g1, const T *g2, T *m, T 
     const T ob1 = (T)1 - b1, ob2 = (T)1 - b2;                                           \
     if (g2) FP_ADAM_LOOPS(ACC, T, SQRT, g1[i] + g2[i])                                  \
     else FP_ADAM_LOOPS(ACC, T, SQRT, g1[i])                                             \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* RMSprop: v <- rho v + (1 - rho) g^2;  p -= lr g / (sqrt(v) + eps), g with the L2     \
+   term on the weights. g is g1 + g2 when g2 is given. Returns sum W^2 of the new       \
+   weights. */                                                                          \
+FP_DISPATCH static double fp_rmsprop_##SUF(T *p, const T *g1, const T *g2, T *v,       \
+                                           ptrdiff_t n_coef, ptrdiff_t n, T scale,      \
+                                           T alpha, T lr, T rho, T eps) {               \
+    ACC s = 0;                                                                          \
+    const T orho = (T)1 - rho;                                                          \
+    if (g2) FP_RMSPROP_LOOPS(ACC, T, SQRT, g1[i] + g2[i])                               \
+    else FP_RMSPROP_LOOPS(ACC, T, SQRT, g1[i])                                          \
+    return s;                                                                           \
+}                                                                                       \
+                                                                                        \
+/* AdamW: m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2 (g without any L2 term);    \
+   weights: p <- p decay, decay = 1 - lr lambda; then                                   \
+   p -= lr (m / bc1) / (sqrt(v / bc2) + eps), bc1 = 1 - b1^t, bc2 = 1 - b2^t.           \
+   g is g1 + g2 when g2 is given. Returns sum W^2 of the new weights. */                \
+FP_DISPATCH static double fp_adamw_##SUF(T *p, const T *g1, const T *g2, T *m, T *v,    \
+                                         ptrdiff_t n_coef, ptrdiff_t n, T scale, T lr,  \
+                                         T decay, T bc1, T bc2, T b1, T b2, T eps) {    \
+    ACC s = 0;                                                                          \
+    const T ob1 = (T)1 - b1, ob2 = (T)1 - b2;                                           \
+    if (g2) FP_ADAMW_LOOPS(ACC, T, SQRT, g1[i] + g2[i])                                 \
+    else FP_ADAMW_LOOPS(ACC, T, SQRT, g1[i])                                            \
     return s;                                                                           \
 }
 

@@ -50,7 +50,7 @@ from ._params import FlatParametersMixin
 from ._state import CallSnapshot, EpochStart, PartialFitInterrupted
 from ._validation import check_castable
 
-_STOCHASTIC_SOLVERS = ["sgd", "adam"]
+_STOCHASTIC_SOLVERS = ["sgd", "adam", "rmsprop", "adamw"]
 
 # scikit-learn's loss name for a given output activation (what loss_and_gradients calls
 # the loss, which fixes the output layer).
@@ -90,7 +90,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
-        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop", "adamw"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
             StrOptions({"auto"}),
@@ -119,6 +119,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "scoring": [StrOptions(set(get_scorer_names()) | {"loss"}), callable, None],
         "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
+        "rho": [Interval(Real, 0, 1, closed="left")],
     }
 
     def __init__(
@@ -149,6 +150,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         max_fun,
         scoring=None,
         max_grad_norm=None,
+        rho=0.9,
     ):
         self.activation = activation
         self.solver = solver
@@ -176,6 +178,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         self.max_fun = max_fun
         self.scoring = scoring
         self.max_grad_norm = max_grad_norm
+        self.rho = rho
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -386,8 +389,15 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             self._flat, self.solver,
             learning_rate=self.learning_rate_init, momentum=self.momentum,
             nesterov=self.nesterovs_momentum, beta_1=self.beta_1, beta_2=self.beta_2,
-            epsilon=self.epsilon, max_grad_norm=self.max_grad_norm,
+            epsilon=self.epsilon, rho=self.rho, max_grad_norm=self.max_grad_norm,
+            # adamw: alpha is the decoupled weight decay, not an L2 term (_epoch_alpha)
+            weight_decay=self.alpha if self.solver == "adamw" else 0.0,
         )
+
+    def _epoch_alpha(self):
+        """The L2 coefficient of the epochs' loss and gradient: alpha, but 0 for
+        'adamw', which takes alpha as its decoupled weight decay instead."""
+        return 0.0 if self.solver == "adamw" else self.alpha
 
     def _fit_stochastic(self, X, Y, sample_weight, incremental, check_x=False):
         """Minibatch training. ``check_x``: X's values are unchecked, and the first
@@ -395,7 +405,9 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         not finite, the model is restored to what it was and ``NonFiniteRowsError``
         raised."""
         flat = self._flat_params()
-        if not incremental or not hasattr(self, "_optimizer"):
+        if (not incremental or not hasattr(self, "_optimizer")
+                or self._optimizer.solver != self.solver):
+            # (a solver changed between partial_fit calls starts with a fresh state)
             self._optimizer = self._new_optimizer()
         opt = self._optimizer
         if opt.params is not flat:
@@ -482,7 +494,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                 tic = time.perf_counter()
                 try:
                     accumulated_loss = opt.run_epoch(
-                        X_core, Y, batch_size=batch_size, alpha=self.alpha,
+                        X_core, Y, batch_size=batch_size, alpha=self._epoch_alpha(),
                         sample_weight=sw_core, order=None if in_place else sample_idx,
                         check_input=False,  # validated once above, not per epoch
                         check_finite=check_x,
@@ -827,8 +839,14 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+    solver : {'lbfgs', 'sgd', 'adam', 'rmsprop', 'adamw'}, default='adam'
+        'rmsprop' and 'adamw' are fastprop's (scikit-learn has neither), as PyTorch's
+        ``RMSprop`` and ``AdamW``; both use ``learning_rate_init`` and ``epsilon``
+        (epsilon outside the square root), 'adamw' also ``beta_1`` and ``beta_2``.
     alpha : float, default=0.0001
+        L2 penalty. With solver='adamw' it is the decoupled weight decay lambda
+        instead: each step the weights (not the intercepts) shrink by
+        ``1 - learning_rate_init * alpha``, and the loss has no L2 term.
     batch_size : int or 'auto', default='auto'
     learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
     learning_rate_init : float, default=0.001
@@ -868,6 +886,9 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         ``sample_weight=compute_sample_weight('balanced', y)``; with sample weights
         the counts are their sums per class. ``partial_fit`` takes
         a dict only (as ``SGDClassifier``), and multilabel y none.
+    rho : float in [0, 1), default=0.9
+        solver='rmsprop' only: the decay of the running mean of squared gradients,
+        ``v = rho * v + (1 - rho) * g**2``, step ``lr * g / (sqrt(v) + epsilon)``.
 
     Attributes
     ----------
@@ -921,6 +942,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         scoring=None,
         max_grad_norm=None,
         class_weight=None,
+        rho=0.9,
     ):
         self.class_weight = class_weight
         super().__init__(
@@ -950,6 +972,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             max_fun=max_fun,
             scoring=scoring,
             max_grad_norm=max_grad_norm,
+            rho=rho,
         )
 
     _parameter_constraints: dict = {
@@ -1099,8 +1122,14 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
     Same parameters, defaults, attributes and behaviour as
     :class:`sklearn.neural_network.MLPRegressor` (``loss`` 'squared_error' or
     'poisson'; single- and multi-output targets); see its documentation and
-    :class:`MLPClassifier` for the parameter list. For several outputs the reported
-    squared-error loss sums over outputs (see the module docstring).
+    :class:`MLPClassifier` for the parameter list (solvers 'rmsprop' and 'adamw' and
+    their ``rho`` included). For several outputs the reported squared-error loss sums
+    over outputs (see the module docstring).
+
+    Parameters
+    ----------
+    rho : float in [0, 1), default=0.9
+        solver='rmsprop' only: the decay of the running mean of squared gradients.
 
     Examples
     --------
@@ -1150,6 +1179,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         max_fun=15000,
         scoring=None,
         max_grad_norm=None,
+        rho=0.9,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1178,6 +1208,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             max_fun=max_fun,
             scoring=scoring,
             max_grad_norm=max_grad_norm,
+            rho=rho,
         )
 
     def _prediction_from_output(self, y_pred):

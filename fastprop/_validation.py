@@ -206,6 +206,19 @@ def check_adam_hyper(t, learning_rate, beta_1, beta_2, epsilon):
     )
 
 
+def check_rmsprop_hyper(learning_rate, rho, epsilon):
+    return (
+        _real(learning_rate, "learning_rate", 0),
+        _real(rho, "rho", 0, 1, high_open=True),
+        _real(epsilon, "epsilon", 0, low_open=True),
+    )
+
+
+def check_adamw_hyper(t, learning_rate, beta_1, beta_2, epsilon, weight_decay):
+    return (*check_adam_hyper(t, learning_rate, beta_1, beta_2, epsilon),
+            _real(weight_decay, "weight_decay", 0))
+
+
 def check_epoch_args(sizes, dtype, loss, X, Y, batch_size, alpha, sample_weight, order):
     """Validate ``Trainer.run_epoch`` input; returns (X, Y, sample_weight, order,
     batch_size, alpha) ready for the kernel (C-contiguous, the Trainer's dtype)."""

@@ -43,6 +43,8 @@ __all__ = [
     "sgd_update",
     "adam_update",
     "clip_grad_norm",
+    "rmsprop_update",
+    "adamw_update",
 ]
 
 
@@ -266,3 +268,37 @@ def clip_grad_norm(grads, *, max_norm):
     if norm > max_norm:
         grads *= grads.dtype.type(max_norm / norm)
     return norm
+
+
+def rmsprop_update(params, grads, v, *, learning_rate, rho, epsilon):
+    """One RMSprop step in place, as PyTorch's RMSprop (no momentum, not centered).
+
+    ``grads`` is the normalised gradient, L2 term included (as for Adam); ``v`` starts
+    at 0 and epsilon sits outside the root:
+    v <- rho * v + (1 - rho) * g^2;  params -= lr * g / (sqrt(v) + epsilon)
+    """
+    v *= rho
+    v += (1 - rho) * grads**2
+    params -= learning_rate * grads / (np.sqrt(v) + epsilon)
+
+
+def adamw_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilon,
+                 weight_decay, n_coef):
+    """One AdamW step in place, as PyTorch's AdamW (``t`` counts from 1).
+
+    ``grads`` is the normalised gradient of the data loss alone: no L2 term. The first
+    ``n_coef`` entries of the flat vector are the weights, which decay; the intercepts
+    after them do not:
+    m <- beta_1 m + (1 - beta_1) g;  v <- beta_2 v + (1 - beta_2) g^2
+    params[:n_coef] *= 1 - lr * weight_decay
+    params -= lr * m_hat / (sqrt(v_hat) + epsilon),
+    m_hat = m / (1 - beta_1^t),  v_hat = v / (1 - beta_2^t)
+    """
+    m *= beta_1
+    m += (1 - beta_1) * grads
+    v *= beta_2
+    v += (1 - beta_2) * grads**2
+    params[:n_coef] *= 1 - learning_rate * weight_decay
+    m_hat = m / (1 - beta_1**t)
+    v_hat = v / (1 - beta_2**t)
+    params -= learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)

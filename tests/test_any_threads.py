@@ -50,6 +50,9 @@ cases = [
     ("rows", (256,), 512, "adam", True, False),        # sparse, by rows
     ("lbfgs", (128,), 200, "lbfgs", False, False),     # blocks in halves
     ("regress", (256,), 256, "adam", False, True),
+    ("rows", (128, 64), 200, "rmsprop", False, False), # 3 parts
+    ("units", (512, 512), 100, "adamw", False, False), # 4 parts
+    ("rows", (256,), 512, "adamw", True, False),       # sparse, by rows
 ]
 out = []
 for dtype in (np.float32, np.float64):

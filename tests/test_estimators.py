@@ -1493,11 +1493,17 @@ def test_invalid_params_raise_like_sklearn(Est, params):
         est.fit(X, y)
     with pytest.raises(InvalidParameterError) as ref_exc:
         SK[Est](**params).fit(X, y)
-    # the same message, up to the order in which a set of options is printed
-    def normalized(msg):
+    # the same message, up to the order in which a set of options is printed and the
+    # options only fastprop has (solver='rmsprop', ...)
+    theirs = {o for m in re.findall(r"\{([^{}]*)\}", str(ref_exc.value))
+              for o in m.split(", ")}
+
+    def normalized(msg, within=None):
         return re.sub(r"\{([^{}]*)\}",
-                      lambda m: "{" + ", ".join(sorted(m.group(1).split(", "))) + "}", msg)
-    assert normalized(str(exc.value)) == normalized(str(ref_exc.value))
+                      lambda m: "{" + ", ".join(sorted(
+                          o for o in m.group(1).split(", ") if within is None or o in within
+                      )) + "}", msg)
+    assert normalized(str(exc.value), theirs) == normalized(str(ref_exc.value))
     if "solver" not in params:
         with pytest.raises(InvalidParameterError):
             kwargs = {"classes": np.unique(y)} if Est is MLPClassifier else {}

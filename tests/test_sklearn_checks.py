@@ -34,6 +34,10 @@ def _expected_failures(estimator):
     MLPClassifier(max_iter=100, class_weight="balanced", max_grad_norm=1.0),
     MLPClassifier(max_iter=100, scoring="loss"),
     MLPRegressor(max_iter=100, max_grad_norm=1.0, scoring="neg_mean_squared_error"),
+    MLPClassifier(max_iter=100, solver="rmsprop", rho=0.8),
+    MLPRegressor(max_iter=100, solver="rmsprop", rho=0.8),
+    MLPClassifier(max_iter=100, solver="adamw"),
+    MLPRegressor(max_iter=100, solver="adamw"),
 ], expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -9,7 +9,8 @@ Public functions mirror ``fastprop.reference`` name for name:
 - ``loss_and_gradients(coefs, intercepts, X, Y, *, activation, loss, alpha, sample_weight)``
 - ``forward(coefs, intercepts, X, *, activation, loss)``
 - ``input_gradients(coefs, intercepts, X, *, activation, loss)``
-- ``sgd_update`` / ``adam_update`` on flat vectors
+- ``sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adamw_update`` on flat
+  vectors
 
 and ``Trainer`` holds the buffers of one network's minibatch training and runs whole
 epochs in compiled code (what the estimators are built on).
@@ -23,9 +24,11 @@ import scipy.sparse as sp
 from .._validation import (
     check_activation_loss,
     check_adam_hyper,
+    check_adamw_hyper,
     check_epoch_args,
     check_forward_args,
     check_loss_args,
+    check_rmsprop_hyper,
     check_sgd_hyper,
 )
 from . import _kernels
@@ -37,6 +40,8 @@ __all__ = [
     "input_gradients",
     "sgd_update",
     "adam_update",
+    "rmsprop_update",
+    "adamw_update",
     "Trainer",
     "LossGradient",
     "blas_held",
@@ -315,6 +320,42 @@ def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilo
     )
 
 
+def rmsprop_update(params, grads, v, *, learning_rate, rho, epsilon):
+    """Compiled twin of :func:`fastprop.reference.rmsprop_update` (in place)."""
+    dtype = np.asarray(params).dtype
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    _check_flat(dtype, params=params, grads=grads, v=v)
+    learning_rate, rho, epsilon = check_rmsprop_hyper(learning_rate, rho, epsilon)
+    _kernels.rmsprop_update(params, grads, v, learning_rate=learning_rate, rho=rho,
+                            epsilon=epsilon)
+
+
+def adamw_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilon,
+                 weight_decay, n_coef):
+    """Compiled twin of :func:`fastprop.reference.adamw_update` (in place)."""
+    dtype = np.asarray(params).dtype
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    _check_flat(dtype, params=params, grads=grads, m=m, v=v)
+    t, learning_rate, beta_1, beta_2, epsilon, weight_decay = check_adamw_hyper(
+        t, learning_rate, beta_1, beta_2, epsilon, weight_decay
+    )
+    if isinstance(n_coef, (bool, np.bool_)) or not isinstance(n_coef, (int, np.integer)):
+        raise TypeError(f"n_coef must be an integer, got {n_coef!r}.")
+    if not 0 <= n_coef <= params.shape[0]:
+        raise ValueError(f"n_coef must be in [0, {params.shape[0]}], got {n_coef}.")
+    _kernels.adamw_update(
+        params, grads, m, v, t=t, learning_rate=learning_rate, beta_1=beta_1,
+        beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay, n_coef=int(n_coef),
+    )
+
+
+# the solvers whose state has a second array (state_2): Adam's and AdamW's second
+# moment; SGD's velocity and RMSprop's mean square are state_1
+_TWO_STATE = ("adam", "adamw")
+
+
 class Trainer:
     """Minibatch training of one network: optimizer state plus scratch buffers.
 
@@ -328,22 +369,28 @@ class Trainer:
     sizes : sequence of int, ``[n_features, *hidden, n_outputs]``
     activation, loss : names, as in ``loss_and_gradients``
     params : float32 or float64 1-D array of length ``n_params(sizes)``
-    solver : {'sgd', 'adam'}
+    solver : {'sgd', 'adam', 'rmsprop', 'adamw'}
     learning_rate : float (current rate; SGD schedules change it between epochs)
     momentum, nesterov : SGD's
-    beta_1, beta_2, epsilon : Adam's
+    beta_1, beta_2, epsilon : Adam's and AdamW's (epsilon: RMSprop's too)
+    rho : RMSprop's decay of the mean square
+    weight_decay : AdamW's decoupled weight decay lambda (the weights, not the
+        intercepts, shrink by ``1 - learning_rate * weight_decay`` each step); AdamW's
+        epochs then run with ``alpha=0``
     max_grad_norm : float > 0 or None
         Clip each minibatch's gradient to this global L2 norm (None: no clipping).
     """
 
     def __init__(
         self, sizes, activation, loss, params, solver, *, learning_rate=0.001,
-        momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8,
-        max_grad_norm=None,
+        momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8, rho=0.9,
+        weight_decay=0.0, max_grad_norm=None,
     ):
         check_activation_loss(activation, loss)
         if solver not in SOLVER_CODES:
-            raise ValueError(f"solver must be 'sgd' or 'adam', got {solver!r}.")
+            raise ValueError(
+                f"solver must be one of {sorted(SOLVER_CODES)}, got {solver!r}."
+            )
         self.sizes = [int(s) for s in sizes]
         if not isinstance(params, np.ndarray) or params.dtype.type not in (
             np.float32, np.float64
@@ -359,11 +406,13 @@ class Trainer:
         self.loss = loss
         self.solver = solver
         self.hyper = np.array(
-            [learning_rate, momentum, float(bool(nesterov)), beta_1, beta_2, epsilon],
+            [learning_rate, momentum, float(bool(nesterov)), beta_1, beta_2, epsilon,
+             rho, weight_decay],
             dtype=np.float64,
         )
         self.state_1 = np.zeros_like(params)
-        self.state_2 = np.zeros_like(params) if solver == "adam" else np.empty(0, params.dtype)
+        self.state_2 = (np.zeros_like(params) if solver in _TWO_STATE
+                        else np.empty(0, params.dtype))
         self.counter = np.zeros(1, dtype=np.intp)
         self.max_grad_norm = max_grad_norm
         self._batch = 0
@@ -443,6 +492,11 @@ class Trainer:
                 self.sizes, self.dtype, self.loss, X, Y, batch_size, alpha,
                 sample_weight, order,
             )
+        if self.solver == "adamw" and alpha != 0:
+            raise ValueError(
+                "solver 'adamw' decays the weights by its weight_decay and has no L2 "
+                f"term: run its epochs with alpha=0, got alpha={alpha!r}."
+            )
         n = Y.shape[0] if order is None else len(order)
         if n == 0:
             return 0.0  # nothing to visit
@@ -459,7 +513,7 @@ class Trainer:
         head = (sizes, ACTIVATION_CODES[self.activation],
                 LOSS_CODES[self.loss], self.params, self._grads)
         tail = (SOLVER_CODES[self.solver], self.state_1,
-                self.state_2 if self.solver == "adam" else self.state_1, self.hyper,
+                self.state_2 if self.solver in _TWO_STATE else self.state_1, self.hyper,
                 self.counter, self._grads2)
         # pickles of older versions have no max_grad_norm
         max_norm = getattr(self, "max_grad_norm", None)

@@ -111,11 +111,14 @@ cdef int _check_epoch(
     _check_len("acts", n_acts, net.work_size)
     _check_len("deltas", n_deltas, net.work_size)
     _check_len("state_1", n_state_1, net.n_params)
-    if solver == SOLVER_ADAM:
+    if solver == SOLVER_ADAM or solver == SOLVER_ADAMW:
         _check_len("state_2", n_state_2, net.n_params)
-    elif solver != SOLVER_SGD:
+    elif solver != SOLVER_SGD and solver != SOLVER_RMSPROP:
         raise ValueError(f"unknown solver code {solver}")
-    _check_len("hyper", n_hyper, 6)
+    # (lr, momentum, nesterov, beta_1, beta_2, epsilon), then rmsprop's and adamw's
+    # (rho, weight_decay)
+    _check_len("hyper", n_hyper,
+               8 if solver == SOLVER_RMSPROP or solver == SOLVER_ADAMW else 6)
     _check_len("counter", n_counter, 1)
     if n < 1:
         raise ValueError("X has 0 samples; at least one is required.")

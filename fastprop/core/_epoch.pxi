@@ -109,6 +109,9 @@ cdef int _train_epoch_impl(Epoch* e, floating* params, int* nonfinite) except -1
             if e.solver == SOLVER_ADAM:
                 e.counter[0] += 1
                 _adam_lr(&st, e.hyper, e.counter[0])
+            elif e.solver == SOLVER_ADAMW:
+                e.counter[0] += 1
+                _adamw_bias(&st, e.counter[0])
             if e.max_norm > 0:
                 sq = _backward_clipped_update(
                     net, params, Xb, e.csr, nb, acts, deltas, grads,
@@ -221,6 +224,9 @@ cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
             if e.solver == SOLVER_ADAM:
                 t += 1
                 _adam_lr(&st, e.hyper, t)
+            elif e.solver == SOLVER_ADAMW:
+                t += 1
+                _adamw_bias(&st, t)
             if e.max_norm > 0:
                 _clipped_step_segments(e, params, grads, &st, tid, nt, True)
             else:
@@ -412,6 +418,9 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
             if e.solver == SOLVER_ADAM:
                 t += 1
                 _adam_lr(&st, e.hyper, t)
+            elif e.solver == SOLVER_ADAMW:
+                t += 1
+                _adamw_bias(&st, t)
             if tid == 0:
                 memset(grads + net.b_off[L - 1], 0, n_out * sizeof(floating))
                 data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
@@ -593,11 +602,13 @@ def train_epoch(
     floating[:, ::1] x_buf not None,              # scratch (batch_size, sizes[0]) gathered rows
     floating[:, ::1] y_buf not None,              # scratch (batch_size, sizes[-1])
     floating[::1] sw_buf not None,                # scratch (batch_size,)
-    int solver,                          # 0 sgd, 1 adam
-    floating[::1] state_1 not None,               # sgd: velocity; adam: first moment m
-    floating[::1] state_2 not None,               # adam: second moment v (unused by sgd)
-    const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon)
-    Py_ssize_t[::1] counter not None,             # (1,): adam's update count t, advanced in place
+    int solver,                          # 0 sgd, 1 adam, 2 rmsprop, 3 adamw
+    floating[::1] state_1 not None,               # sgd: velocity; adam, adamw: first moment m;
+                                         #     rmsprop: mean square v
+    floating[::1] state_2 not None,               # adam, adamw: second moment v (unused by sgd, rmsprop)
+    const double[::1] hyper not None,             # (learning_rate, momentum, nesterov, beta_1, beta_2, epsilon
+                                         #     [, rho, weight_decay]: rmsprop, adamw)
+    Py_ssize_t[::1] counter not None,             # (1,): adam's / adamw's update count t, advanced in place
     floating[::1] grads2 not None,                # scratch ((K - 1) * n_params,) for a row split
                                          #     in K parts (epoch_partition), else unused
     int n_threads,                       # team size for split or unit-split minibatches
@@ -662,7 +673,8 @@ def train_epoch(
             &x_buf[0, 0] if order.shape[0] > 0 else NULL,
             &y_buf[0, 0] if order.shape[0] > 0 else NULL,
             &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
-            solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+            solver, &state_1[0],
+            &state_2[0] if solver == SOLVER_ADAM or solver == SOLVER_ADAMW else NULL,
             &hyper[0], &counter[0], &acc, sig, check_finite, max_grad_norm)
         with nogil:
             _run_epoch(&e, kind, floating is float, n_threads,
@@ -729,7 +741,8 @@ def train_epoch_csr(
             &acts[0], &deltas[0], NULL,
             &y_buf[0, 0] if order.shape[0] > 0 else NULL,
             &sw_buf[0] if order.shape[0] > 0 and sample_weight.shape[0] > 0 else NULL,
-            solver, &state_1[0], &state_2[0] if solver == SOLVER_ADAM else NULL,
+            solver, &state_1[0],
+            &state_2[0] if solver == SOLVER_ADAM or solver == SOLVER_ADAMW else NULL,
             &hyper[0], &counter[0], &acc, sig, False, max_grad_norm)
         with nogil:
             _run_epoch(&e, kind, floating is float, n_threads, NULL)

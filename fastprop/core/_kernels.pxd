@@ -19,6 +19,8 @@ cdef extern from "fp_codes.h":
         LOSS_BINARY_LOG "FP_LOSS_BINARY_LOG"  # logistic output
         SOLVER_SGD "FP_SOLVER_SGD"
         SOLVER_ADAM "FP_SOLVER_ADAM"
+        SOLVER_RMSPROP "FP_SOLVER_RMSPROP"
+        SOLVER_ADAMW "FP_SOLVER_ADAMW"
         PASS_WHOLE "FP_PASS_WHOLE"            # how a pass cuts its minibatches or
         PASS_ROWS "FP_PASS_ROWS"              #   blocks (epoch_partition)
         PASS_UNITS "FP_PASS_UNITS"
@@ -74,6 +76,19 @@ cdef extern from "fp_optim.h" nogil:
     double fp_adam_d(double* p, const double* g1, const double* g2, double* m,
                      double* v, Py_ssize_t n_coef, Py_ssize_t n, double scale,
                      double alpha, double step, double b1, double b2, double eps)
+    double fp_rmsprop_f(float* p, const float* g1, const float* g2, float* v,
+                        Py_ssize_t n_coef, Py_ssize_t n, float scale, float alpha,
+                        float lr, float rho, float eps)
+    double fp_rmsprop_d(double* p, const double* g1, const double* g2, double* v,
+                        Py_ssize_t n_coef, Py_ssize_t n, double scale, double alpha,
+                        double lr, double rho, double eps)
+    double fp_adamw_f(float* p, const float* g1, const float* g2, float* m, float* v,
+                      Py_ssize_t n_coef, Py_ssize_t n, float scale, float lr,
+                      float decay, float bc1, float bc2, float b1, float b2, float eps)
+    double fp_adamw_d(double* p, const double* g1, const double* g2, double* m,
+                      double* v, Py_ssize_t n_coef, Py_ssize_t n, double scale,
+                      double lr, double decay, double bc1, double bc2, double b1,
+                      double b2, double eps)
 
 cdef extern from "fp_team.h" nogil:
     int fp_team_init()
@@ -148,12 +163,18 @@ cdef struct Step:
     int solver
     double scale          # 1 / (the batch's sample-weight sum)
     double alpha
-    double lr             # sgd: learning rate; adam: lr sqrt(1 - b2^t) / (1 - b1^t)
+    double lr             # sgd, rmsprop, adamw: learning rate;
+                          # adam: lr sqrt(1 - b2^t) / (1 - b1^t)
     double momentum
     int nesterov
     double beta_1
     double beta_2
     double epsilon
+    double rho            # rmsprop: the decay of the mean square
+    double weight_decay   # adamw: lambda, the decoupled weight decay
+    double decay          # adamw: 1 - lr lambda, the weights' shrink factor
+    double bias_1         # adamw: 1 - beta_1^t
+    double bias_2         # adamw: 1 - beta_2^t
 
 cdef struct SplitShared:
     # What the team shares; everything else is per thread.

@@ -31,7 +31,7 @@ Layout. One extension module, in parts it includes, each found by its name:
 - ``_layers.pxi``: the GEMM wrapper, the network's layout, bias + activation, CSR
   products, forward and backward;
 - ``_losses.pxi``: output activation, loss and output delta;
-- ``_optimizers.pxi``: SGD and Adam steps over the flat vector;
+- ``_optimizers.pxi``: SGD, Adam, RMSprop and AdamW steps over the flat vector;
 - ``_checks.pxi``: the argument and buffer checks of every entry point;
 - ``_partition.pxi``: how a pass is cut (whole, rows, units; how many parts);
 - ``_full_pass.pxi``: full-data passes: L-BFGS's loss and gradient, predict, input
@@ -72,4 +72,5 @@ ACTIVATION_CODES = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC, "tanh": 
                     "relu": ACT_RELU}
 LOSS_CODES = {"squared_error": LOSS_SQUARED, "poisson": LOSS_POISSON,
               "log_loss": LOSS_LOG, "binary_log_loss": LOSS_BINARY_LOG}
-SOLVER_CODES = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM}
+SOLVER_CODES = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP,
+                "adamw": SOLVER_ADAMW}

@@ -1,6 +1,6 @@
-# Optimizers: one fused loop over the flat parameter vector per step (csrc/fp_optim.h),
-# the step's scalars, the backward pass with the step fused in, and the def twins of
-# the steps that the tests hold against the reference.
+# Optimizers (SGD, Adam, RMSprop, AdamW): one fused loop over the flat parameter vector
+# per step (csrc/fp_optim.h), the step's scalars, the backward pass with the step fused
+# in, and the def twins of the steps that the tests hold against the reference.
 
 # True where the flat-vector loops (csrc/fp_optim.h) are compiled per ISA level and
 # chosen at load time (GCC target_clones on x86-64 Linux).
@@ -43,6 +43,40 @@ cdef inline double _adam_step(
                          step, beta_1, beta_2, epsilon)
 
 
+cdef inline double _rmsprop_step(
+    floating* params, const floating* grads, const floating* grads2, floating* v,
+    Py_ssize_t n_coef, Py_ssize_t n_params,
+    floating scale, floating alpha, floating lr, floating rho, floating epsilon,
+) noexcept nogil:
+    """v <- rho v + (1 - rho) g^2; params -= lr g / (sqrt(v) + eps), with g as in
+    ``_sgd_step`` (L2 term included). Returns sum ||W||^2 of the updated weights. One
+    vectorised loop in csrc/fp_optim.h."""
+    if floating is float:
+        return fp_rmsprop_f(params, grads, grads2, v, n_coef, n_params, scale, alpha,
+                            lr, rho, epsilon)
+    else:
+        return fp_rmsprop_d(params, grads, grads2, v, n_coef, n_params, scale, alpha,
+                            lr, rho, epsilon)
+
+
+cdef inline double _adamw_step(
+    floating* params, const floating* grads, const floating* grads2, floating* m,
+    floating* v, Py_ssize_t n_coef, Py_ssize_t n_params,
+    floating scale, floating lr, floating decay, floating bias_1, floating bias_2,
+    floating beta_1, floating beta_2, floating epsilon,
+) noexcept nogil:
+    """AdamW: g = scale * grad (no L2 term); m, v as Adam's; the weights shrink by
+    decay = 1 - lr lambda, then params -= lr (m / bias_1) / (sqrt(v / bias_2) + eps),
+    bias_k = 1 - beta_k^t. Returns sum ||W||^2 of the updated weights. One vectorised
+    loop in csrc/fp_optim.h."""
+    if floating is float:
+        return fp_adamw_f(params, grads, grads2, m, v, n_coef, n_params, scale, lr,
+                          decay, bias_1, bias_2, beta_1, beta_2, epsilon)
+    else:
+        return fp_adamw_d(params, grads, grads2, m, v, n_coef, n_params, scale, lr,
+                          decay, bias_1, bias_2, beta_1, beta_2, epsilon)
+
+
 cdef inline double _update_segment(
     floating* params, const floating* grads, const floating* grads2, floating* state_1,
     floating* state_2, Py_ssize_t off, Py_ssize_t n_coef, Py_ssize_t n, const Step* st,
@@ -57,10 +91,23 @@ cdef inline double _update_segment(
                          grads2 + off if grads2 != NULL else NULL, state_1 + off,
                          n_coef, n, <floating> st.scale, <floating> st.alpha,
                          <floating> st.lr, <floating> st.momentum, st.nesterov)
-    return _adam_step(params + off, grads + off, grads2 + off if grads2 != NULL else NULL,
-                      state_1 + off, state_2 + off, n_coef, n,
-                      <floating> st.scale, <floating> st.alpha, <floating> st.lr,
-                      <floating> st.beta_1, <floating> st.beta_2, <floating> st.epsilon)
+    if st.solver == SOLVER_ADAM:
+        return _adam_step(params + off, grads + off,
+                          grads2 + off if grads2 != NULL else NULL,
+                          state_1 + off, state_2 + off, n_coef, n,
+                          <floating> st.scale, <floating> st.alpha, <floating> st.lr,
+                          <floating> st.beta_1, <floating> st.beta_2,
+                          <floating> st.epsilon)
+    if st.solver == SOLVER_RMSPROP:
+        return _rmsprop_step(params + off, grads + off,
+                             grads2 + off if grads2 != NULL else NULL, state_1 + off,
+                             n_coef, n, <floating> st.scale, <floating> st.alpha,
+                             <floating> st.lr, <floating> st.rho, <floating> st.epsilon)
+    return _adamw_step(params + off, grads + off, grads2 + off if grads2 != NULL else NULL,
+                       state_1 + off, state_2 + off, n_coef, n,
+                       <floating> st.scale, <floating> st.lr, <floating> st.decay,
+                       <floating> st.bias_1, <floating> st.bias_2,
+                       <floating> st.beta_1, <floating> st.beta_2, <floating> st.epsilon)
 
 
 cdef double _backward_update(
@@ -135,7 +182,16 @@ cdef inline void _adam_lr(Step* st, const double* hyper, Py_ssize_t t) noexcept 
     st.lr = hyper[0] * (1 - hyper[4] ** t) ** 0.5 / (1 - hyper[3] ** t)
 
 
+cdef inline void _adamw_bias(Step* st, Py_ssize_t t) noexcept nogil:
+    """AdamW's bias corrections 1 - beta_k^t for update number t (from 1)."""
+    st.bias_1 = 1 - st.beta_1 ** t
+    st.bias_2 = 1 - st.beta_2 ** t
+
+
 cdef inline void _step_init(Step* st, int solver, double alpha, const double* hyper) noexcept nogil:
+    """The step's scalars from hyper = (learning_rate, momentum, nesterov, beta_1,
+    beta_2, epsilon[, rho, weight_decay]): the last two only for rmsprop and adamw,
+    whose callers pass all eight (_check_epoch)."""
     st.solver = solver
     st.alpha = alpha
     st.lr = hyper[0]
@@ -144,6 +200,15 @@ cdef inline void _step_init(Step* st, int solver, double alpha, const double* hy
     st.beta_1 = hyper[3]
     st.beta_2 = hyper[4]
     st.epsilon = hyper[5]
+    st.rho = 0.0
+    st.weight_decay = 0.0
+    st.decay = 1.0
+    st.bias_1 = 1.0
+    st.bias_2 = 1.0
+    if solver == SOLVER_RMSPROP or solver == SOLVER_ADAMW:
+        st.rho = hyper[6]
+        st.weight_decay = hyper[7]
+        st.decay = 1 - hyper[0] * hyper[7]
 
 
 cdef inline void _add_into(floating* dst, const floating* src, Py_ssize_t n) noexcept nogil:
@@ -184,3 +249,43 @@ def adam_update(
         _adam_step(&params[0], &grads[0], NULL, &m[0], &v[0], 0, n, 1, 0,
                    <floating> step, <floating> beta_1, <floating> beta_2,
                    <floating> epsilon)
+
+
+def rmsprop_update(
+    floating[::1] params not None, const floating[::1] grads not None, floating[::1] v not None,
+    *, double learning_rate, double rho, double epsilon,
+):
+    """One RMSprop step in place over flat vectors (gradients already normalised)."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or v.shape[0] != n:
+        raise ValueError("params, grads and v must have the same length.")
+    if n == 0:
+        return
+    with nogil:
+        _rmsprop_step(&params[0], &grads[0], NULL, &v[0], 0, n, 1, 0,
+                      <floating> learning_rate, <floating> rho, <floating> epsilon)
+
+
+def adamw_update(
+    floating[::1] params not None, const floating[::1] grads not None, floating[::1] m not None, floating[::1] v not None,
+    *, Py_ssize_t t, double learning_rate, double beta_1, double beta_2, double epsilon,
+    double weight_decay, Py_ssize_t n_coef,
+):
+    """One AdamW step in place over flat vectors (``t`` counts from 1; the first
+    ``n_coef`` entries are weights, which decay; the rest are intercepts)."""
+    cdef Py_ssize_t n = params.shape[0]
+    if grads.shape[0] != n or m.shape[0] != n or v.shape[0] != n:
+        raise ValueError("params, grads, m and v must have the same length.")
+    if t < 1:
+        raise ValueError("t counts updates from 1.")
+    if n_coef < 0 or n_coef > n:
+        raise ValueError(f"n_coef must be in [0, {n}], got {n_coef}.")
+    if n == 0:
+        return
+    cdef double decay = 1 - learning_rate * weight_decay
+    cdef double bias_1 = 1 - beta_1 ** t, bias_2 = 1 - beta_2 ** t
+    with nogil:
+        _adamw_step(&params[0], &grads[0], NULL, &m[0], &v[0], n_coef, n, 1,
+                    <floating> learning_rate, <floating> decay, <floating> bias_1,
+                    <floating> bias_2, <floating> beta_1, <floating> beta_2,
+                    <floating> epsilon)
