@@ -540,6 +540,7 @@ def train_epoch(
                                          #     (at most the parts are used): BLAS must run
                                          #     on one thread when it is 2 or more
     bint check_finite=False,             # check every gathered X row for NaN and infinity
+    double huber_delta=1.0,              # loss huber's delta (> 0; other losses ignore it)
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -571,7 +572,8 @@ def train_epoch(
     cdef Net net
     if check_finite and order.shape[0] == 0:
         raise ValueError("check_finite needs the rows gathered: pass order.")
-    parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind)
+    parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind,
+                       huber_delta)
     try:
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
@@ -620,7 +622,7 @@ def train_epoch_csr(
     floating[:, ::1] y_buf not None, floating[::1] sw_buf not None,
     int solver, floating[::1] state_1 not None, floating[::1] state_2 not None,
     const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
-    floating[::1] grads2 not None, int n_threads,
+    floating[::1] grads2 not None, int n_threads, double huber_delta=1.0,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense, and
@@ -633,7 +635,7 @@ def train_epoch_csr(
     cdef Epoch e
     cdef Net net
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, X_data.shape[0],
-                       X_indptr.shape[0] - 1, &kind)
+                       X_indptr.shape[0] - 1, &kind, huber_delta)
     try:
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
