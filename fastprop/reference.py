@@ -87,8 +87,10 @@ def _data_loss_per_sample(Z, Y, loss, huber_delta=1.0):
         return 0.5 * ((Z - Y) ** 2).sum(axis=1)
     if loss == "huber":
         a = np.abs(Z - Y)
-        return np.where(a <= huber_delta, 0.5 * a**2,
-                        huber_delta * (a - 0.5 * huber_delta)).sum(axis=1)
+        per = 0.5 * a**2
+        lin = a > huber_delta  # the linear piece only where it applies
+        per[lin] = huber_delta * (a[lin] - 0.5 * huber_delta)
+        return per.sum(axis=1)
     if loss == "absolute_error":
         return np.abs(Z - Y).sum(axis=1)
     if loss == "poisson":

@@ -15,6 +15,11 @@ from fastprop import MLPClassifier, MLPRegressor
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
+@parametrize_with_checks([
+    MLPClassifier(max_iter=100),
+    MLPRegressor(max_iter=100),
+    MLPRegressor(loss="huber", huber_delta=0.5, max_iter=100),
+    MLPRegressor(loss="absolute_error", max_iter=100),
+])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
