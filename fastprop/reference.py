@@ -213,7 +213,9 @@ def loss_and_gradients(
         coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
         huber_delta=huber_delta,
     )
-    huber_delta = float(huber_delta)
+    with np.errstate(over="ignore"):
+        # in the arrays' dtype, as the kernels read it (beyond float32's range: infinity)
+        huber_delta = dtype.type(huber_delta)
     n_samples = X.shape[0]
     w = np.ones(n_samples, dtype=dtype) if sample_weight is None else sample_weight
     s = w.sum(dtype=np.float64)

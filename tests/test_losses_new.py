@@ -308,10 +308,16 @@ def test_huber_with_a_huge_delta_is_squared_error(dtype):
     sq_ref = reference.loss_and_gradients(coefs, intercepts, X, Y, loss="squared_error",
                                           **kw)
     assert_result_close(hu_ref, sq_ref, rtol=1e-15, atol_factor=0)
-    # infinity too
-    hu_inf = core.loss_and_gradients(coefs, intercepts, X, Y, loss="huber",
-                                     huber_delta=np.inf, **kw)
-    assert float(hu_inf[0]) == float(sq_core[0])
+    # infinity too, and a delta beyond float32's range (infinity there, without warnings)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for big in (np.inf, 1e300):
+            hu_inf = core.loss_and_gradients(coefs, intercepts, X, Y, loss="huber",
+                                             huber_delta=big, **kw)
+            assert float(hu_inf[0]) == float(sq_core[0])
+            hu_big = reference.loss_and_gradients(coefs, intercepts, X, Y, loss="huber",
+                                                  huber_delta=big, **kw)
+            assert_result_close(hu_big, sq_ref, rtol=1e-15, atol_factor=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
