@@ -661,6 +661,16 @@ def test_to_sklearn_raises(loss):
         m = MLPRegressor(loss=loss, hidden_layer_sizes=(3,), max_iter=3).fit(X, y)
     with pytest.raises(ValueError, match=loss):
         m.to_sklearn()
+    # huber_delta is read by huber only: a squared_error model with another value is
+    # scikit-learn's, and predicts the same there
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = MLPRegressor(huber_delta=0.3, hidden_layer_sizes=(3,), max_iter=3,
+                         random_state=0).fit(X, y)
+    sk = m.to_sklearn()
+    assert_allclose(sk.predict(X), m.predict(X), rtol=1e-12, atol=1e-14)
+    back = MLPRegressor.from_sklearn(sk)
+    assert back.huber_delta == 1.0 and back.loss == "squared_error"
 
 
 @pytest.mark.parametrize("loss", ROBUST)
