@@ -15,6 +15,8 @@
 #define FP_LOSS_POISSON 1     /* exp output */
 #define FP_LOSS_LOG 2         /* softmax output */
 #define FP_LOSS_BINARY_LOG 3  /* logistic output */
+#define FP_LOSS_HUBER 4       /* identity output; its delta is Net.huber_delta */
+#define FP_LOSS_ABSOLUTE 5    /* identity output */
 
 /* minibatch solvers of the epoch driver */
 #define FP_SOLVER_SGD 0

@@ -356,11 +356,16 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                 sample_weight = sample_weight.astype(flat.dtype)
         return X, sample_weight, x_pending
 
+    def _core_loss(self):
+        """The loss the core trains with and its keywords: the one the output activation
+        fixes, as scikit-learn pairs them (MLPRegressor's robust losses add theirs)."""
+        return _CORE_LOSS[self.out_activation_], {}
+
     def _fit_lbfgs(self, X, Y, sample_weight, layer_units):
+        loss, loss_kw = self._core_loss()
         f = core.LossGradient(
-            layer_units, X, Y, activation=self.activation,
-            loss=_CORE_LOSS[self.out_activation_], alpha=self.alpha,
-            sample_weight=sample_weight,
+            layer_units, X, Y, activation=self.activation, loss=loss, alpha=self.alpha,
+            sample_weight=sample_weight, **loss_kw,
         )
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         # BLAS on one thread for the whole fit: SciPy's step between two passes calls
@@ -384,12 +389,13 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         flat[...] = opt_res.x
 
     def _new_optimizer(self):
+        loss, loss_kw = self._core_loss()
         return core.Trainer(
-            self._layer_units(), self.activation, _CORE_LOSS[self.out_activation_],
-            self._flat, self.solver,
+            self._layer_units(), self.activation, loss, self._flat, self.solver,
             learning_rate=self.learning_rate_init, momentum=self.momentum,
             nesterov=self.nesterovs_momentum, beta_1=self.beta_1, beta_2=self.beta_2,
             epsilon=self.epsilon, rho=self.rho, max_grad_norm=self.max_grad_norm,
+            **loss_kw,
             # adamw: alpha is the decoupled weight decay, not an L2 term (_epoch_alpha)
             weight_decay=self.alpha if self.solver == "adamw" else 0.0,
         )
@@ -417,6 +423,9 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             opt.params = flat
         # a kept optimizer follows the estimator's current setting (set_params)
         opt.max_grad_norm = self.max_grad_norm
+        # the loss as set now (partial_fit keeps the optimizer, not the loss's settings)
+        opt.loss, loss_kw = self._core_loss()
+        opt.huber_delta = loss_kw.get("huber_delta", 1.0)
 
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -588,8 +597,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         flat, units = self._predict_params()
         Z = core.forward_flat(flat, units, X, activation=self.activation,
                               loss="squared_error")  # identity output: the logits
-        per_sample = reference._data_loss_per_sample(
-            Z, Y, _CORE_LOSS[self.out_activation_])
+        loss, loss_kw = self._core_loss()
+        per_sample = reference._data_loss_per_sample(Z, Y, loss, **loss_kw)
         w = None if sample_weight is None else np.asarray(sample_weight, np.float64)
         return float(np.average(per_sample.astype(np.float64), weights=w))
 
@@ -1131,6 +1140,21 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
     rho : float in [0, 1), default=0.9
         solver='rmsprop' only: the decay of the running mean of squared gradients.
 
+    Beyond scikit-learn's:
+
+    loss : {'squared_error', 'poisson', 'huber', 'absolute_error'}, default='squared_error'
+        'huber' and 'absolute_error' are robust to outliers in y. Per output, with the
+        residual ``r = prediction - y``: huber is ``0.5 r**2`` for ``|r| <= huber_delta``
+        and ``huber_delta (|r| - huber_delta / 2)`` beyond; absolute_error is ``|r|``
+        (its gradient at ``r = 0`` is taken as 0). Like 'squared_error' they sum over
+        outputs and average over samples (weighted by ``sample_weight``), so
+        ``loss_curve_`` is on the same scale; the output is the identity, so
+        ``predict`` is unchanged. Every solver trains with them. ``to_sklearn`` raises
+        ``ValueError`` for them: scikit-learn's MLPRegressor has no such loss.
+    huber_delta : float > 0, default=1.0
+        Where ``loss='huber'`` turns from quadratic to linear, in the units of y
+        (other losses ignore it). Named apart from Adam's ``epsilon``.
+
     Examples
     --------
     >>> from sklearn.datasets import load_diabetes
@@ -1145,7 +1169,8 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
 
     _parameter_constraints: dict = {
         **MLPEstimator._parameter_constraints,
-        "loss": [StrOptions({"squared_error", "poisson"})],
+        "loss": [StrOptions({"squared_error", "poisson", "huber", "absolute_error"})],
+        "huber_delta": [Interval(Real, 0, None, closed="neither")],
     }
 
     _y_numeric = True
@@ -1180,6 +1205,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         scoring=None,
         max_grad_norm=None,
         rho=0.9,
+        huber_delta=1.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1210,6 +1236,12 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             max_grad_norm=max_grad_norm,
             rho=rho,
         )
+        self.huber_delta = huber_delta
+
+    def _core_loss(self):
+        if self.loss in ("huber", "absolute_error"):
+            return self.loss, {"huber_delta": self.huber_delta}
+        return super()._core_loss()
 
     def _prediction_from_output(self, y_pred):
         """The network's output (after the output activation), 1-D for one output."""

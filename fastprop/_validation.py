@@ -17,6 +17,8 @@ LOSSES = {
     "poisson": "exp",
     "log_loss": "softmax",
     "binary_log_loss": "logistic",
+    "huber": "identity",
+    "absolute_error": "identity",
 }
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -105,7 +107,20 @@ def _check_sample_weight(sample_weight, dtype, n_samples):
     return sample_weight
 
 
-def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_weight):
+def check_huber_delta(huber_delta):
+    """``huber_delta`` as a float: a real number > 0 (infinity allowed: huber is then
+    squared_error), else ValueError."""
+    if (
+        isinstance(huber_delta, (bool, np.bool_))
+        or not isinstance(huber_delta, (numbers.Real, np.floating, np.integer))
+        or not float(huber_delta) > 0
+    ):
+        raise ValueError(f"huber_delta must be a real number > 0, got {huber_delta!r}.")
+    return float(huber_delta)
+
+
+def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
+                    huber_delta=1.0):
     """Validate a ``loss_and_gradients`` call.
 
     Returns ``(coefs, intercepts, X, Y, sample_weight, sizes, dtype)`` with arrays as
@@ -113,6 +128,7 @@ def check_loss_args(coefs, intercepts, X, Y, activation, loss, alpha, sample_wei
     offending argument.
     """
     check_activation_loss(activation, loss)
+    check_huber_delta(huber_delta)
     coefs, intercepts, sizes, dtype = check_network(coefs, intercepts)
     X = _as_float_array(X, "X", 2)
     Y = _as_float_array(Y, "Y", 2)

@@ -22,8 +22,17 @@ data term with respect to the output pre-activation is simply ``P - Y``:
     poisson           exp          y_k log y_k - y_k z_k - y_k + exp(z_k)   (half deviance)
     log_loss          softmax      -sum_k y_k log softmax(z)_k
     binary_log_loss   logistic     -y_k log s(z_k) - (1 - y_k) log(1 - s(z_k))
+    huber             identity     1/2 r_k^2 if |r_k| <= delta else delta (|r_k| - delta/2)
+    absolute_error    identity     |r_k|                    (r_k = z_k - y_k)
 
-These are scikit-learn's MLP losses, with one deliberate difference: for multi-output
+The first four are scikit-learn's MLP losses; ``huber`` (``delta`` is the keyword
+``huber_delta``) and ``absolute_error`` are robust regression losses it does not have.
+Their output is the identity but their link is not canonical: d ell / d z_k is
+``r_k`` clipped to [-delta, delta] for huber and ``sign(r_k)`` for absolute_error, whose
+derivative at ``r_k = 0`` is taken as 0 (the subgradient a minimiser rests at). At
+``|r_k| = delta`` the huber derivative is ``r_k`` (= +-delta: both sides agree).
+
+scikit-learn's losses come with one deliberate difference: for multi-output
 squared error scikit-learn reports the mean over outputs but optimises the sum (its issue
 8349); fastprop's loss is the sum over outputs, so its gradient is exactly the derivative
 of the loss it reports. For a single output the two agree. The probability clipping
@@ -81,10 +90,18 @@ def _derivative(A, name):
     raise ValueError(name)
 
 
-def _data_loss_per_sample(Z, Y, loss):
+def _data_loss_per_sample(Z, Y, loss, huber_delta=1.0):
     """ell(y_i, z_i) for each sample i, summed over outputs; from the logits Z."""
     if loss == "squared_error":
         return 0.5 * ((Z - Y) ** 2).sum(axis=1)
+    if loss == "huber":
+        a = np.abs(Z - Y)
+        per = 0.5 * a**2
+        lin = a > huber_delta  # the linear piece only where it applies
+        per[lin] = huber_delta * (a[lin] - 0.5 * huber_delta)
+        return per.sum(axis=1)
+    if loss == "absolute_error":
+        return np.abs(Z - Y).sum(axis=1)
     if loss == "poisson":
         # y log y is 0 at y = 0 (xlogy convention)
         ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0)
@@ -161,8 +178,18 @@ def input_gradients(coefs, intercepts, X, *, activation, loss):
     return out
 
 
+def _output_delta(Z, Y, loss, huber_delta):
+    """d ell / d z for the losses whose link is not canonical (identity output)."""
+    R = Z - Y
+    if loss == "huber":
+        # r inside [-delta, delta] (its ends included), delta sign(r) outside
+        return np.where(np.abs(R) <= huber_delta, R, huber_delta * np.sign(R))
+    return np.sign(R)  # absolute_error; sign(0) = 0
+
+
 def loss_and_gradients(
-    coefs, intercepts, X, Y, *, activation, loss, alpha=0.0, sample_weight=None
+    coefs, intercepts, X, Y, *, activation, loss, alpha=0.0, sample_weight=None,
+    huber_delta=1.0,
 ):
     """Loss of the network on (X, Y) and its gradient with respect to every parameter.
 
@@ -174,11 +201,15 @@ def loss_and_gradients(
     Y : array of shape (n_samples, n_outputs)
     activation : {'identity', 'logistic', 'tanh', 'relu'}
         Activation of the hidden layers.
-    loss : {'squared_error', 'poisson', 'log_loss', 'binary_log_loss'}
+    loss : {'squared_error', 'poisson', 'log_loss', 'binary_log_loss', 'huber', \
+            'absolute_error'}
         The loss; it fixes the output activation (see the module docstring).
     alpha : float
         L2 penalty; the loss gains ``alpha / (2 s) * sum ||W||^2``.
     sample_weight : array of shape (n_samples,) or None
+    huber_delta : float > 0, default 1.0
+        The residual at which ``loss='huber'`` turns from quadratic to linear; checked
+        for every loss, used by huber only.
 
     All arrays must be float32, or all float64; the results have that dtype.
 
@@ -188,8 +219,12 @@ def loss_and_gradients(
     coef_grads, intercept_grads : lists of arrays shaped like coefs, intercepts
     """
     coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
-        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
+        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
+        huber_delta=huber_delta,
     )
+    with np.errstate(over="ignore"):
+        # in the arrays' dtype, as the kernels read it (beyond float32's range: infinity)
+        huber_delta = dtype.type(huber_delta)
     n_samples = X.shape[0]
     w = np.ones(n_samples, dtype=dtype) if sample_weight is None else sample_weight
     s = w.sum(dtype=np.float64)
@@ -203,7 +238,8 @@ def loss_and_gradients(
     P = _activate(Z_out, LOSSES[loss])
 
     # Loss: weighted mean of the per-sample loss, plus the L2 penalty.
-    data = (w * _data_loss_per_sample(Z_out, Y, loss)).sum(dtype=np.float64) / s
+    data = (w * _data_loss_per_sample(Z_out, Y, loss, huber_delta)).sum(
+        dtype=np.float64) / s
     penalty = 0.5 * alpha * sum(float((W.astype(np.float64) ** 2).sum()) for W in coefs) / s
     value = dtype.type(data + penalty)
 
@@ -211,8 +247,11 @@ def loss_and_gradients(
     # weighted sum; the 1/s normalisation is applied to the gradients at the end.
     # Output layer: canonical link, so d ell / d z = P - Y. (For log_loss it is
     # P * sum_k y_k - Y, which is P - Y for the usual rows of Y summing to 1.)
+    # huber and absolute_error: the identity output, d ell / d z from _output_delta.
     if loss == "log_loss":
         delta = (P * Y.sum(axis=1, keepdims=True) - Y) * w[:, None]
+    elif loss in ("huber", "absolute_error"):
+        delta = _output_delta(Z_out, Y, loss, huber_delta).astype(dtype) * w[:, None]
     else:
         delta = (P - Y) * w[:, None]
     coef_grads = [None] * L

@@ -53,6 +53,8 @@ cases = [
     ("rows", (128, 64), 200, "rmsprop", False, False), # 3 parts
     ("units", (512, 512), 100, "adamw", False, False), # 4 parts
     ("rows", (256,), 512, "adamw", True, False),       # sparse, by rows
+    ("huber", (256,), 256, "adam", False, {"loss": "huber", "huber_delta": 0.5}),  # rows
+    ("huber", (1024,), 64, "sgd", False, {"loss": "huber", "huber_delta": 0.5}),   # units
 ]
 out = []
 for dtype in (np.float32, np.float64):
@@ -60,7 +62,8 @@ for dtype in (np.float32, np.float64):
         Xd = (Xs if sparse else X).astype(dtype)
         est = (MLPRegressor if regress else MLPClassifier)(
             hidden_layer_sizes=hidden, batch_size=batch, solver=solver, max_iter=3,
-            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0)
+            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0,
+            **(regress if isinstance(regress, dict) else {}))
         est.fit(Xd, X[:, 0] if regress else y)
         sizes = np.array([100, *hidden, 1 if regress else 3], dtype=np.intp)
         part = (_kernels.epoch_partition(sizes, batch, Xd.nnz, Xd.shape[0]) if sparse

@@ -145,7 +145,7 @@ FORWARD_BAD_CALLS = [
     ("X dtype", TypeError, "X must have the layers' dtype float64", dict(X=np.zeros((4, 3), np.float32))),
     ("X 1-D", ValueError, "X must be a 2-D", dict(X=np.zeros(3))),
     ("unknown activation", ValueError, "activation must be one of", dict(activation="elu")),
-    ("unknown loss", ValueError, "loss must be one of", dict(loss="huber")),
+    ("unknown loss", ValueError, "loss must be one of", dict(loss="quantile")),
     ("mixed layers", TypeError, "share one dtype",
      dict(intercepts=[np.zeros(4, np.float32), np.zeros(2)])),
     ("int layers", TypeError, "float32 or float64",
@@ -349,7 +349,7 @@ case("lg sizes bigger than buffers", lambda: lg(sizes=np.array([3, 40, 2], dtype
 case("lg activation -1", lambda: lg(activation=-1))
 case("lg activation 4", lambda: lg(activation=4))
 case("lg loss -1", lambda: lg(loss=-1))
-case("lg loss 4", lambda: lg(loss=4))
+case("lg loss 6", lambda: lg(loss=6))  # one past the last code (absolute_error, 5)
 case("lg mixed dtypes", lambda: lg(params=PARAMS.astype(np.float32)), (ValueError, TypeError))
 case("lg X float32", lambda: lg(X=X.astype(np.float32)), (ValueError, TypeError))
 case("lg X strided", lambda: lg(X=np.zeros((N, 6))[:, ::2]), (ValueError, TypeError))

@@ -38,6 +38,8 @@ def _expected_failures(estimator):
     MLPRegressor(max_iter=100, solver="rmsprop", rho=0.8),
     MLPClassifier(max_iter=100, solver="adamw"),
     MLPRegressor(max_iter=100, solver="adamw"),
+    MLPRegressor(loss="huber", huber_delta=0.5, max_iter=100),
+    MLPRegressor(loss="absolute_error", max_iter=100),
 ], expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

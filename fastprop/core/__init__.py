@@ -6,7 +6,8 @@ kernels, which then run without the GIL.
 
 Public functions mirror ``fastprop.reference`` name for name:
 
-- ``loss_and_gradients(coefs, intercepts, X, Y, *, activation, loss, alpha, sample_weight)``
+- ``loss_and_gradients(coefs, intercepts, X, Y, *, activation, loss, alpha, sample_weight,
+  huber_delta)``
 - ``forward(coefs, intercepts, X, *, activation, loss)``
 - ``input_gradients(coefs, intercepts, X, *, activation, loss)``
 - ``sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adamw_update`` on flat
@@ -27,6 +28,7 @@ from .._validation import (
     check_adamw_hyper,
     check_epoch_args,
     check_forward_args,
+    check_huber_delta,
     check_loss_args,
     check_rmsprop_hyper,
     check_sgd_hyper,
@@ -129,7 +131,7 @@ class LossGradient:
     """
 
     def __init__(self, sizes, X, Y, *, activation, loss, alpha=0.0, sample_weight=None,
-                 scratch=None):
+                 scratch=None, huber_delta=1.0):
         self.sizes = _sizes_array(sizes)
         self.dtype = X.dtype
         self.n_samples = X.shape[0]
@@ -146,6 +148,7 @@ class LossGradient:
         self.activation = ACTIVATION_CODES[activation]
         self.loss = LOSS_CODES[loss]
         self.alpha = float(alpha)
+        self.huber_delta = check_huber_delta(huber_delta)
         self.rows = block_rows(sizes, self.n_samples)
         # blocks of split_rows(rows) > 0 are cut in halves: two half-workspaces and a
         # second gradient buffer
@@ -185,17 +188,18 @@ class LossGradient:
                 return _kernels.loss_grad_csr(
                     self.sizes, self.activation, self.loss, self.params, *self.X_csr,
                     self.Y, self.sample_weight, self.alpha, self.grads, self.acts,
-                    self.deltas, self.rows, self.grads2, n_threads,
+                    self.deltas, self.rows, self.grads2, n_threads, self.huber_delta,
                 )
             return _kernels.loss_grad(
                 self.sizes, self.activation, self.loss, self.params, self.X, self.Y,
                 self.sample_weight, self.alpha, self.grads, self.acts, self.deltas,
-                self.rows, self.grads2, n_threads,
+                self.rows, self.grads2, n_threads, self.huber_delta,
             )
 
 
 def loss_and_gradients(
-    coefs, intercepts, X, Y, *, activation, loss, alpha=0.0, sample_weight=None
+    coefs, intercepts, X, Y, *, activation, loss, alpha=0.0, sample_weight=None,
+    huber_delta=1.0,
 ):
     """Compiled twin of :func:`fastprop.reference.loss_and_gradients`.
 
@@ -204,7 +208,8 @@ def loss_and_gradients(
     Returns ``(loss, coef_grads, intercept_grads)`` in the input dtype.
     """
     coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
-        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
+        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
+        huber_delta=huber_delta,
     )
     # The parameter vector and the workspaces are reused by the next call of the same
     # shape in this thread: fresh megabytes cost a page fault per 4 KiB on first touch,
@@ -214,7 +219,7 @@ def loss_and_gradients(
     scratch, _scratch.buffers = getattr(_scratch, "buffers", None), None
     f = LossGradient(
         sizes, X, Y, activation=activation, loss=loss, alpha=alpha,
-        sample_weight=sample_weight, scratch=scratch,
+        sample_weight=sample_weight, scratch=scratch, huber_delta=huber_delta,
     )
     pack(coefs, intercepts, out=f.params)
     value = f.compute()
@@ -379,14 +384,16 @@ class Trainer:
         epochs then run with ``alpha=0``
     max_grad_norm : float > 0 or None
         Clip each minibatch's gradient to this global L2 norm (None: no clipping).
+    huber_delta : float > 0, loss='huber''s delta (kept, and pickled, for every loss)
     """
 
     def __init__(
         self, sizes, activation, loss, params, solver, *, learning_rate=0.001,
         momentum=0.9, nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8, rho=0.9,
-        weight_decay=0.0, max_grad_norm=None,
+        weight_decay=0.0, max_grad_norm=None, huber_delta=1.0,
     ):
         check_activation_loss(activation, loss)
+        self.huber_delta = check_huber_delta(huber_delta)
         if solver not in SOLVER_CODES:
             raise ValueError(
                 f"solver must be one of {sorted(SOLVER_CODES)}, got {solver!r}."
@@ -424,6 +431,10 @@ class Trainer:
     @learning_rate.setter
     def learning_rate(self, value):
         self.hyper[0] = value
+
+    def _huber_delta(self):
+        # a Trainer pickled before huber_delta existed has none: the default
+        return getattr(self, "huber_delta", 1.0)
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -523,8 +534,8 @@ class Trainer:
                 return _kernels.train_epoch_csr(
                     *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
                     self._deltas, self._y_buf, self._sw_buf, *tail, n_threads,
-                    max_grad_norm=max_norm)
+                    max_grad_norm=max_norm, huber_delta=self._huber_delta())
             return _kernels.train_epoch(
                 *head, X, Y, sw, order, batch_size, float(alpha), self._acts,
                 self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads,
-                check_finite=check_finite, max_grad_norm=max_norm)
+                check_finite=check_finite, max_grad_norm=max_norm, huber_delta=self._huber_delta())

@@ -617,6 +617,7 @@ def train_epoch(
     bint check_finite=False,             # check every gathered X row for NaN and infinity
     double max_grad_norm=0.0,            # clip each minibatch's gradient to this global
                                          #     L2 norm; 0 for no clipping
+    double huber_delta=1.0,              # loss huber's delta (> 0; other losses ignore it)
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -653,7 +654,8 @@ def train_epoch(
     if check_finite and order.shape[0] == 0:
         raise ValueError("check_finite needs the rows gathered: pass order.")
     _check_max_norm(max_grad_norm)
-    parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind)
+    parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind,
+                       huber_delta)
     try:
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
@@ -704,6 +706,7 @@ def train_epoch_csr(
     int solver, floating[::1] state_1 not None, floating[::1] state_2 not None,
     const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
     floating[::1] grads2 not None, int n_threads, double max_grad_norm=0.0,
+    double huber_delta=1.0,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense, and
@@ -717,7 +720,7 @@ def train_epoch_csr(
     cdef Net net
     _check_max_norm(max_grad_norm)
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, X_data.shape[0],
-                       X_indptr.shape[0] - 1, &kind)
+                       X_indptr.shape[0] - 1, &kind, huber_delta)
     try:
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])

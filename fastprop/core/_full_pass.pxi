@@ -139,6 +139,7 @@ def loss_grad(
     floating[::1] grads2 not None,                # scratch (n_params,) when split_rows(rows) > 0, else unused
     int n_threads,                       # team size for split blocks (1 or 2): BLAS must run
                                          #     on one thread when it is 2
+    double huber_delta=1.0,              # loss huber's delta (> 0; other losses ignore it)
 ):
     """Full-data loss and gradient (normalised, L2 included), in blocks of ``rows``.
 
@@ -154,7 +155,8 @@ def loss_grad(
     if rows < 1:
         raise ValueError("rows must be >= 1")
     cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
-    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows,
+                            huber_delta)
     try:
         _check_split(&net, PASS_ROWS if half > 0 else PASS_WHOLE, 2, acts.shape[0],
                      deltas.shape[0], grads2.shape[0])
@@ -184,7 +186,7 @@ def loss_grad_csr(
     const floating[::1] sample_weight not None,
     double alpha,
     floating[::1] grads not None, floating[::1] acts not None, floating[::1] deltas not None, Py_ssize_t rows,
-    floating[::1] grads2 not None, int n_threads,
+    floating[::1] grads2 not None, int n_threads, double huber_delta=1.0,
 ):
     """``loss_grad`` for a CSR X: the first layer's products are sparse x dense."""
     cdef Py_ssize_t n, sig
@@ -193,7 +195,8 @@ def loss_grad_csr(
     if rows < 1:
         raise ValueError("rows must be >= 1")
     cdef Py_ssize_t half = _split_rows(rows) if rows >= SPLIT_MIN_BATCH else 0
-    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows)
+    cdef Net net = _net_new(sizes, activation, loss, half if half > 0 else rows,
+                            huber_delta)
     try:
         _check_split(&net, PASS_ROWS if half > 0 else PASS_WHOLE, 2, acts.shape[0],
                      deltas.shape[0], grads2.shape[0])
@@ -311,8 +314,8 @@ cdef void _output_jacobian(
             d[k] = d[k] + p[k]
         else:
             memset(d, 0, c * sizeof(floating))
-            if loss == LOSS_SQUARED:
-                d[k] = 1
+            if loss == LOSS_SQUARED or loss == LOSS_HUBER or loss == LOSS_ABSOLUTE:
+                d[k] = 1  # the identity
             elif loss == LOSS_POISSON:
                 d[k] = p[k]
             else:  # LOSS_BINARY_LOG: the logistic

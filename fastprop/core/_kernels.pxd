@@ -17,6 +17,8 @@ cdef extern from "fp_codes.h":
         LOSS_POISSON "FP_LOSS_POISSON"        # exp output
         LOSS_LOG "FP_LOSS_LOG"                # softmax output
         LOSS_BINARY_LOG "FP_LOSS_BINARY_LOG"  # logistic output
+        LOSS_HUBER "FP_LOSS_HUBER"            # identity output
+        LOSS_ABSOLUTE "FP_LOSS_ABSOLUTE"      # identity output
         SOLVER_SGD "FP_SOLVER_SGD"
         SOLVER_ADAM "FP_SOLVER_ADAM"
         SOLVER_RMSPROP "FP_SOLVER_RMSPROP"
@@ -149,6 +151,7 @@ cdef struct Net:
     int activation
     int loss
     int n_threads
+    double huber_delta      # loss LOSS_HUBER: where it turns from quadratic to linear
 
 cdef struct CSR:
     # A block of rows of a CSR matrix: the first layer's input when X is sparse.

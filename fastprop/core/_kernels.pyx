@@ -71,6 +71,7 @@ include "_epoch.pxi"
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC, "tanh": ACT_TANH,
                     "relu": ACT_RELU}
 LOSS_CODES = {"squared_error": LOSS_SQUARED, "poisson": LOSS_POISSON,
-              "log_loss": LOSS_LOG, "binary_log_loss": LOSS_BINARY_LOG}
+              "log_loss": LOSS_LOG, "binary_log_loss": LOSS_BINARY_LOG,
+              "huber": LOSS_HUBER, "absolute_error": LOSS_ABSOLUTE}
 SOLVER_CODES = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM, "rmsprop": SOLVER_RMSPROP,
                 "adamw": SOLVER_ADAMW}

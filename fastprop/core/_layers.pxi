@@ -63,16 +63,19 @@ cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
 
 
 cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
-                  Py_ssize_t rows) except *:
-    """Fill a Net; the caller frees net.sizes (one block holds all four arrays)."""
+                  Py_ssize_t rows, double huber_delta=1.0) except *:
+    """Fill a Net; the caller frees net.sizes (one block holds all four arrays).
+    ``huber_delta`` (> 0) is read by loss LOSS_HUBER only."""
     cdef Net net
     cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0
     if L < 1:
         raise ValueError("sizes must hold at least two entries (inputs and outputs).")
     if activation < ACT_IDENTITY or activation > ACT_RELU:
         raise ValueError(f"unknown activation code {activation}")
-    if loss < LOSS_SQUARED or loss > LOSS_BINARY_LOG:
+    if loss < LOSS_SQUARED or loss > LOSS_ABSOLUTE:
         raise ValueError(f"unknown loss code {loss}")
+    if not huber_delta > 0:
+        raise ValueError(f"huber_delta must be > 0, got {huber_delta}")
     for l in range(L + 1):
         if sizes[l] < 1 or sizes[l] > 2**31 - 1:
             raise ValueError(f"layer size {sizes[l]} out of range")
@@ -109,6 +112,7 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
     _net_set_rows(&net, rows)
     net.activation = activation
     net.loss = loss
+    net.huber_delta = huber_delta
     net.n_threads = fp_omp_max_threads()
     return net
 

@@ -7,6 +7,8 @@ cdef void _output_activation(
     cdef Py_ssize_t i, j
     cdef floating* row
     cdef floating zmax, s
+    if loss == LOSS_SQUARED or loss == LOSS_HUBER or loss == LOSS_ABSOLUTE:
+        return  # the identity
     for i in range(n):
         row = Z + i * c
         if loss == LOSS_POISSON:
@@ -34,20 +36,23 @@ cdef double _loss_delta(
     const floating* Y,        # IN  (n, c) targets
     const floating* sw,       # IN  (n,) sample weights, or NULL for all ones
     Py_ssize_t n,
-    floating* D,              # OUT (n, c) delta = w_i * (P - Y)
+    floating* D,              # OUT (n, c) delta = w_i * d ell / d z (P - Y for the
+                              #     canonical links)
     floating* gb,             # INOUT (c,) intercept gradient: += column sums of D
 ) noexcept nogil:
     """Output activation, loss and delta in one pass over the logits.
 
     Returns sum_i w_i * ell(y_i, z_i) in double. With the canonical link of each loss,
     d ell / d z = P - Y, so the delta needs no derivative of the output activation.
+    huber and absolute_error (identity output) have their own: the residual clipped to
+    [-delta, delta], and its sign (0 at 0).
     """
     cdef Py_ssize_t i, j, c = net.sizes[net.n_layers]
     cdef int loss = net.loss
     cdef const floating* z
     cdef const floating* y
     cdef floating* d
-    cdef floating w = 1, p, zmax, s, diff
+    cdef floating w = 1, p, zmax, s, diff, a, dl = <floating> net.huber_delta
     cdef double total = 0.0, row_loss, lse, ysum
     for i in range(n):
         z = Z + i * c
@@ -86,6 +91,31 @@ cdef double _loss_delta(
             for j in range(c):
                 d[j] = w * ((d[j] / s) * <floating> ysum - y[j])
             row_loss += ysum * lse
+        elif loss == LOSS_HUBER:
+            # ell = r^2 / 2 for |r| <= delta, else delta (|r| - delta / 2);  r = z - y
+            for j in range(c):
+                diff = z[j] - y[j]
+                a = diff if diff >= 0 else -diff
+                if a <= dl:
+                    row_loss += 0.5 * (<double> diff) * diff
+                    d[j] = w * diff
+                else:
+                    row_loss += (<double> dl) * (a - 0.5 * (<double> dl))
+                    # (a NaN residual stays NaN, as in the other losses)
+                    d[j] = w * (dl if diff > 0 else (-dl if diff < 0 else diff))
+        elif loss == LOSS_ABSOLUTE:
+            # ell = |r|;  d ell / d z = sign(r), and 0 at r = 0
+            for j in range(c):
+                diff = z[j] - y[j]
+                if diff > 0:
+                    row_loss += diff
+                    d[j] = w
+                elif diff < 0:
+                    row_loss -= diff
+                    d[j] = -w
+                else:  # r = 0 (or NaN, which stays NaN)
+                    row_loss += diff
+                    d[j] = w * diff
         else:  # LOSS_POISSON: ell = y log y - y z - y + e^z  (half Poisson deviance)
             for j in range(c):
                 p = _exp(z[j])

@@ -180,14 +180,14 @@ cdef int _epoch_parts(Net* net, Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_
 
 cdef int _epoch_net(Net* net, const Py_ssize_t[::1] sizes, int activation, int loss,
                     Py_ssize_t batch_size, Py_ssize_t nnz, Py_ssize_t n_rows,
-                    int* kind) except 0:
+                    int* kind, double huber_delta=1.0) except 0:
     """Fill ``net`` for an epoch of minibatches of batch_size rows (see _epoch_parts;
     the caller frees net.sizes); return the parts. The workspaces of a row split hold
     ``parts`` blocks of ``_part_rows(batch_size, parts)`` rows."""
     cdef int parts
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    net[0] = _net_new(sizes, activation, loss, batch_size)
+    net[0] = _net_new(sizes, activation, loss, batch_size, huber_delta)
     parts = _epoch_parts(net, batch_size, nnz, n_rows, kind)
     if kind[0] == PASS_ROWS:
         _net_set_rows(net, _part_rows(batch_size, parts))
