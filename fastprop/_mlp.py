@@ -41,6 +41,7 @@ from ._sklearn_compat import (
     check_optimize_result,
     check_partial_fit_first_call,
     check_sample_weight,
+    InvalidParameterError,
     fit_context,
     lbfgs_iprint_options,
 )
@@ -116,6 +117,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             Options(Real, {np.inf}),
         ],
         "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
     def __init__(
@@ -144,6 +146,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         epsilon,
         n_iter_no_change,
         max_fun,
+        dropout=0.0,
     ):
         self.activation = activation
         self.solver = solver
@@ -169,6 +172,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -242,6 +246,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         fails before its epoch made that check makes it then, so the error is
         scikit-learn's whichever check fails."""
         hidden_layer_sizes = self._hidden_layer_sizes()
+        self._dropout_rates(len(hidden_layer_sizes))
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -287,6 +292,43 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             if defer and isinstance(exc, ValueError):
                 self._raise_if_x_nonfinite(X, y)
             raise
+
+    def _dropout_rates(self, n_hidden):
+        """``dropout`` as one rate per hidden layer (float64), or None when no layer
+        drops; a value that does not fit the network raises InvalidParameterError, and
+        dropout with L-BFGS a ValueError."""
+        value = self.dropout
+        rates = None
+        values = value if np.ndim(value) > 0 else [value]
+        if not any(isinstance(v, (str, bool, np.bool_)) for v in values):
+            try:
+                rates = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                rates = None
+        if rates is not None and rates.ndim == 0:
+            rates = np.full(n_hidden, float(rates))
+        if (rates is None or rates.ndim != 1 or rates.shape[0] != n_hidden
+                or not np.all((rates >= 0) & (rates < 1))):
+            raise InvalidParameterError(
+                f"The 'dropout' parameter of {type(self).__name__} must be a float in "
+                f"the range [0.0, 1.0) or an array-like of {n_hidden} such floats, one "
+                f"per hidden layer. Got {value!r} instead."
+            )
+        if not np.any(rates > 0):
+            return None
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "dropout is for the stochastic solvers ('sgd', 'adam'); "
+                "solver='lbfgs' trains without it: set dropout=0.0."
+            )
+        return rates
+
+    def _dropout_seed(self):
+        """The next epoch's dropout seed: drawn from the random state, and mixed with
+        the samples seen so far, so that partial_fit calls with an int random_state
+        (a new RandomState each call) do not repeat their masks."""
+        draw = int(self._random_state.randint(0, 2**63, dtype=np.int64))
+        return (draw + self.t_ * 0x9E3779B97F4A7C15) % 2**64
 
     def _hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
@@ -392,6 +434,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
+        dropout = self._dropout_rates(len(self.coefs_) - 1)
         n_all = X.shape[0]
         if early_stopping:
             # Split row indices, not rows: the training part is visited by index, so X
@@ -462,13 +505,16 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                     perm = np.arange(sample_idx.shape[0])
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
+                # one seed per epoch, drawn only with dropout on (without it, the
+                # random state is used as scikit-learn uses it)
+                dropout_seed = 0 if dropout is None else self._dropout_seed()
                 tic = time.perf_counter()
                 try:
                     accumulated_loss = opt.run_epoch(
                         X_core, Y, batch_size=batch_size, alpha=self.alpha,
                         sample_weight=sw_core, order=None if in_place else sample_idx,
                         check_input=False,  # validated once above, not per epoch
-                        check_finite=check_x,
+                        check_finite=check_x, dropout=dropout, dropout_seed=dropout_seed,
                     )
                 except KeyboardInterrupt:
                     # An epoch that was still checking X finishes the check first: X
@@ -800,6 +846,13 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     epsilon : float, default=1e-8
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
+    dropout : float or array-like of floats, default=0.0
+        Inverted dropout on the hidden layers' outputs, in training only (not in
+        scikit-learn): each unit is dropped with this probability (one rate for every
+        hidden layer, or one per hidden layer, each in [0, 1)) and the kept ones are
+        scaled by 1 / (1 - rate); predictions use no mask. The masks come from
+        ``random_state``, and a fit is bitwise the same for any thread count. Not
+        with ``solver='lbfgs'``.
 
     Attributes
     ----------
@@ -846,6 +899,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        dropout=0.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -872,6 +926,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            dropout=dropout,
         )
 
     def _validate_input(self, X, y, incremental, reset, defer_x_check=False):
@@ -1025,6 +1080,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
+        dropout=0.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1051,6 +1107,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             epsilon=epsilon,
             n_iter_no_change=n_iter_no_change,
             max_fun=max_fun,
+            dropout=dropout,
         )
 
     def _prediction_from_output(self, y_pred):

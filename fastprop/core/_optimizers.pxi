@@ -71,6 +71,7 @@ cdef double _backward_update(
     floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
     floating* grads,          # scratch (n_params,): intercept part holds the column sums
     floating* state_1, floating* state_2, const Step* st,
+    Py_ssize_t b,             # with dropout: the minibatch
 ) noexcept nogil:
     """``_backward`` with the optimizer step fused in, layer by layer from the output.
 
@@ -82,7 +83,8 @@ cdef double _backward_update(
     cdef int l
     cdef double sq = 0.0
     for l in range(net.n_layers - 1, -1, -1):
-        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0,
+                        b, 0)
         # W_l and b_l are no longer needed by this batch: step them now
         sq += _update_segment(params, grads, NULL, state_1, state_2, net.w_off[l],
                               net.sizes[l] * net.sizes[l + 1],
