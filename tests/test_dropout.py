@@ -479,7 +479,10 @@ def test_to_sklearn_refuses_a_dropout_model():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         est = _clf(max_iter=2).fit(X, y)
-    with pytest.raises(ValueError, match="dropout"):
-        est.to_sklearn()
-    est.set_params(dropout=0.0)
-    est.to_sklearn()
+    for value in (0.3, (0.3, 0.0), np.array([0.0, 0.1])):
+        est.set_params(dropout=value)
+        with pytest.raises(ValueError, match="dropout"):
+            est.to_sklearn()
+    for value in (0.0, (0.0, 0.0), np.zeros(2)):
+        est.set_params(dropout=value)
+        np.testing.assert_array_equal(est.to_sklearn().predict(X), est.predict(X))
