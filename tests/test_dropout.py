@@ -241,6 +241,24 @@ def test_partitions_draw_the_same_masks(activation):
         np.testing.assert_allclose(out[kind], out["whole"], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,n,batch_size", [
+    ([1, 1, 1], 1, 1), ([1, 3, 1, 2], 5, 2), ([4, 1, 1, 3], 3, 3),
+])
+def test_odd_shapes(dtype, sizes, n, batch_size):
+    loss = "log_loss" if sizes[-1] > 2 else "squared_error"
+    p = make_problem(n_samples=n, sizes=sizes, activation="tanh", loss=loss, seed=4)
+    params = flat_pack(p.coefs, p.intercepts).astype(dtype)
+    rates = [0.5] * (len(sizes) - 2)
+    for seed in range(4):
+        got = params.copy()
+        _trainer(p, got).run_epoch(p.X.astype(dtype), p.Y.astype(dtype),
+                                   batch_size=batch_size, alpha=ALPHA, dropout=rates,
+                                   dropout_seed=seed)
+        want = _reference_epoch(p, params, rates, seed, batch_size, None, dtype)
+        assert_epoch_close(got, want.astype(dtype), dtype)
+
+
 @pytest.mark.parametrize("kind", ["whole", "rows", "units"])
 def test_zero_rates_are_the_epoch_without_dropout(kind):
     sizes, n, batch_size, context = EPOCHS[kind]
@@ -390,9 +408,31 @@ def test_tuple_per_layer_and_zero_for_a_layer():
     assert not _same(a, c) and not _same(a, d) and not _same(c, d)
 
 
+def test_partial_fit_calls_draw_new_masks(monkeypatch):
+    # with an int random_state each call starts from the same random state; the seed
+    # also takes the samples seen so far, so the calls do not repeat their masks
+    X, y = _data(n=40)
+    seeds = []
+    run_epoch = core.Trainer.run_epoch
+
+    def spy(self, *args, **kwargs):
+        seeds.append((kwargs["dropout"] is not None, kwargs["dropout_seed"]))
+        return run_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(core.Trainer, "run_epoch", spy)
+    est = _clf(batch_size=40)
+    for _ in range(3):
+        est.partial_fit(X, y, classes=[0, 1, 2])
+    assert [on for on, _ in seeds] == [True] * 3
+    assert len({seed for _, seed in seeds}) == 3
+    seeds.clear()
+    _clf(dropout=0.0).partial_fit(X, y, classes=[0, 1, 2])
+    assert seeds == [(False, 0)]
+
+
 def test_partial_fit_warm_start_and_pickle():
     X, y = _data()
-    # partial_fit: reproducible, and each call draws new masks
+    # partial_fit: reproducible
     a, b = _clf(), _clf()
     for _ in range(3):
         a.partial_fit(X, y, classes=[0, 1, 2])

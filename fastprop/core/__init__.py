@@ -10,6 +10,8 @@ Public functions mirror ``fastprop.reference`` name for name:
 - ``forward(coefs, intercepts, X, *, activation, loss)``
 - ``input_gradients(coefs, intercepts, X, *, activation, loss)``
 - ``sgd_update`` / ``adam_update`` on flat vectors
+- ``dropout_mask(seed, batch, layer, n_rows, n_units, p, *, row0, unit0)``: the masks
+  of training with dropout (``Trainer.run_epoch(dropout=..., dropout_seed=...)``)
 
 and ``Trainer`` holds the buffers of one network's minibatch training and runs whole
 epochs in compiled code (what the estimators are built on).
