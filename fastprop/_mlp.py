@@ -36,12 +36,12 @@ from . import core
 from .core._team import training
 from ._sklearn_compat import (
     Interval,
+    InvalidParameterError,
     Options,
     StrOptions,
     check_optimize_result,
     check_partial_fit_first_call,
     check_sample_weight,
-    InvalidParameterError,
     fit_context,
     lbfgs_iprint_options,
 )
@@ -851,8 +851,9 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         scikit-learn): each unit is dropped with this probability (one rate for every
         hidden layer, or one per hidden layer, each in [0, 1)) and the kept ones are
         scaled by 1 / (1 - rate); predictions use no mask. The masks come from
-        ``random_state``, and a fit is bitwise the same for any thread count. Not
-        with ``solver='lbfgs'``.
+        ``random_state``, and a fit is bitwise the same for any thread count;
+        ``loss_curve_`` holds the training loss with the masks. Not with
+        ``solver='lbfgs'``.
 
     Attributes
     ----------
