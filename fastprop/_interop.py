@@ -57,6 +57,23 @@ def _check_representable(params, what):
         )
 
 
+def _no_dropout(value):
+    """Whether a ``dropout`` value is rates of 0 only (a float, tuple or array)."""
+    try:
+        return not np.any(np.asarray(value, dtype=np.float64) != 0)
+    except (TypeError, ValueError):
+        return False
+
+
+def _differs(value, default):
+    """``value != default``, where a comparison that is not one truth value (an array)
+    counts as different."""
+    try:
+        return bool(value != default)
+    except (TypeError, ValueError):
+        return True
+
+
 def _copy(value):
     if isinstance(value, np.ndarray):
         return value.copy()
@@ -70,12 +87,14 @@ def to_sklearn(est):
     cls = _sklearn_class(est)
     params = est.get_params(deep=False)
     _check_representable(params, "scikit-learn")
+    if "dropout" in params and _no_dropout(params["dropout"]):
+        params["dropout"] = 0.0  # rates of 0, in any form: the default
     accepted = cls().get_params(deep=False)
     defaults = type(est)().get_params(deep=False)
     for name in sorted(set(params) - set(accepted)):
         if name == "huber_delta" and params.get("loss") != "huber":
             continue  # read by loss='huber' only (which itself raises above)
-        if params[name] is not defaults[name] and params[name] != defaults[name]:
+        if params[name] is not defaults[name] and _differs(params[name], defaults[name]):
             raise ValueError(
                 f"{name}={params[name]!r} has no equivalent in scikit-learn's "
                 f"{cls.__name__}, which has no parameter {name!r}."

@@ -37,6 +37,7 @@ from . import core, reference
 from .core._team import training
 from ._sklearn_compat import (
     Interval,
+    InvalidParameterError,
     Options,
     StrOptions,
     check_optimize_result,
@@ -120,6 +121,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         "scoring": [StrOptions(set(get_scorer_names()) | {"loss"}), callable, None],
         "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "rho": [Interval(Real, 0, 1, closed="left")],
+        "dropout": [Interval(Real, 0, 1, closed="left"), "array-like"],
     }
 
     def __init__(
@@ -151,6 +153,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         scoring=None,
         max_grad_norm=None,
         rho=0.9,
+        dropout=0.0,
     ):
         self.activation = activation
         self.solver = solver
@@ -179,6 +182,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         self.scoring = scoring
         self.max_grad_norm = max_grad_norm
         self.rho = rho
+        self.dropout = dropout
 
     # -- fitting ----------------------------------------------------------------------
 
@@ -254,6 +258,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         fails before its epoch made that check makes it then, so the error is
         scikit-learn's whichever check fails."""
         hidden_layer_sizes = self._hidden_layer_sizes()
+        self._dropout_rates(len(hidden_layer_sizes))
         first_pass = not hasattr(self, "coefs_") or (
             not self.warm_start and not incremental
         )
@@ -299,6 +304,43 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             if defer and isinstance(exc, ValueError):
                 self._raise_if_x_nonfinite(X, y)
             raise
+
+    def _dropout_rates(self, n_hidden):
+        """``dropout`` as one rate per hidden layer (float64), or None when no layer
+        drops; a value that does not fit the network raises InvalidParameterError, and
+        dropout with L-BFGS a ValueError."""
+        value = self.dropout
+        rates = None
+        values = value if np.ndim(value) > 0 else [value]
+        if not any(isinstance(v, (str, bool, np.bool_)) for v in values):
+            try:
+                rates = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                rates = None
+        if rates is not None and rates.ndim == 0:
+            rates = np.full(n_hidden, float(rates))
+        if (rates is None or rates.ndim != 1 or rates.shape[0] != n_hidden
+                or not np.all((rates >= 0) & (rates < 1))):
+            raise InvalidParameterError(
+                f"The 'dropout' parameter of {type(self).__name__} must be a float in "
+                f"the range [0.0, 1.0) or an array-like of {n_hidden} such floats, one "
+                f"per hidden layer. Got {value!r} instead."
+            )
+        if not np.any(rates > 0):
+            return None
+        if self.solver == "lbfgs":
+            raise ValueError(
+                "dropout is for the stochastic solvers ('sgd', 'adam'); "
+                "solver='lbfgs' trains without it: set dropout=0.0."
+            )
+        return rates
+
+    def _dropout_seed(self):
+        """The next epoch's dropout seed: drawn from the random state, and mixed with
+        the samples seen so far, so that partial_fit calls with an int random_state
+        (a new RandomState each call) do not repeat their masks."""
+        draw = int(self._random_state.randint(0, 2**63, dtype=np.int64))
+        return (draw + self.t_ * 0x9E3779B97F4A7C15) % 2**64
 
     def _hidden_layer_sizes(self):
         sizes = self.hidden_layer_sizes
@@ -430,6 +472,7 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early_stopping = self.early_stopping
+        dropout = self._dropout_rates(len(self.coefs_) - 1)
         n_all = X.shape[0]
         if early_stopping:
             # Split row indices, not rows: the training part is visited by index, so X
@@ -500,13 +543,16 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                     perm = np.arange(sample_idx.shape[0])
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
+                # one seed per epoch, drawn only with dropout on (without it, the
+                # random state is used as scikit-learn uses it)
+                dropout_seed = 0 if dropout is None else self._dropout_seed()
                 tic = time.perf_counter()
                 try:
                     accumulated_loss = opt.run_epoch(
                         X_core, Y, batch_size=batch_size, alpha=self._epoch_alpha(),
                         sample_weight=sw_core, order=None if in_place else sample_idx,
                         check_input=False,  # validated once above, not per epoch
-                        check_finite=check_x,
+                        check_finite=check_x, dropout=dropout, dropout_seed=dropout_seed,
                     )
                 except KeyboardInterrupt:
                     # An epoch that was still checking X finishes the check first: X
@@ -898,6 +944,14 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     rho : float in [0, 1), default=0.9
         solver='rmsprop' only: the decay of the running mean of squared gradients,
         ``v = rho * v + (1 - rho) * g**2``, step ``lr * g / (sqrt(v) + epsilon)``.
+    dropout : float or array-like of floats, default=0.0
+        Inverted dropout on the hidden layers' outputs, in training only (not in
+        scikit-learn): each unit is dropped with this probability (one rate for every
+        hidden layer, or one per hidden layer, each in [0, 1)) and the kept ones are
+        scaled by 1 / (1 - rate); predictions use no mask. The masks come from
+        ``random_state``, and a fit is bitwise the same for any thread count;
+        ``loss_curve_`` holds the training loss with the masks. Not with
+        ``solver='lbfgs'``.
 
     Attributes
     ----------
@@ -952,6 +1006,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
         max_grad_norm=None,
         class_weight=None,
         rho=0.9,
+        dropout=0.0,
     ):
         self.class_weight = class_weight
         super().__init__(
@@ -982,6 +1037,7 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
             scoring=scoring,
             max_grad_norm=max_grad_norm,
             rho=rho,
+            dropout=dropout,
         )
 
     _parameter_constraints: dict = {
@@ -1206,6 +1262,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
         max_grad_norm=None,
         rho=0.9,
         huber_delta=1.0,
+        dropout=0.0,
     ):
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes,
@@ -1235,6 +1292,7 @@ class MLPRegressor(RegressorMixin, MLPEstimator):
             scoring=scoring,
             max_grad_norm=max_grad_norm,
             rho=rho,
+            dropout=dropout,
         )
         self.huber_delta = huber_delta
 

@@ -54,6 +54,9 @@ __all__ = [
     "clip_grad_norm",
     "rmsprop_update",
     "adamw_update",
+    "dropout_mask",
+    "dropout_masks",
+    "dropout_loss_and_gradients",
 ]
 
 
@@ -263,6 +266,123 @@ def loss_and_gradients(
         if l > 0:
             # chain rule through Z_l = A_{l-1} W_l + b_l and A_{l-1} = f(Z_{l-1})
             delta = (delta @ coefs[l].T) * _derivative(A[l], activation)
+    return value, coef_grads, intercept_grads
+
+
+# -- dropout -----------------------------------------------------------------------------
+#
+# Inverted dropout on the hidden layers' outputs, in training only: A_l = f(Z_l) * M_l,
+# where M_l holds 0 for a dropped unit (probability p_l) and 1 / (1 - p_l) for a kept
+# one, so that the expected output is f(Z_l) and prediction (``forward``) uses no mask.
+# A mask is a function of its coordinates: the epoch's seed, the minibatch's index b in
+# the epoch, the hidden layer l (from 0), the row's index r in the minibatch and the
+# unit's j (csrc/fp_dropout.h is the compiled twin):
+#
+#     k = mix(mix(mix(seed + G (b + 1)) + G (l + 1)) + G (r + 1))
+#     u = (mix(k + G (j + 1)) >> 11) * 2^-53,   keep = u >= p
+#
+# in wrapping 64-bit unsigned arithmetic, G = 0x9E3779B97F4A7C15, mix the splitmix64
+# finaliser.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z):
+    """splitmix64's finaliser on a uint64 array (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _coordinate(i):
+    """G (i + 1) for an index array i, in wrapping uint64 arithmetic."""
+    return (np.asarray(i, dtype=np.uint64) + np.uint64(1)) * _GOLDEN
+
+
+def dropout_mask(seed, batch, layer, n_rows, n_units, p, *, row0=0, unit0=0):
+    """Which units a training minibatch keeps: a bool array (n_rows, n_units), True
+    where unit ``unit0 + j`` of hidden layer ``layer`` (from 0) is kept in row
+    ``row0 + i`` of minibatch ``batch`` (from 0) of the epoch drawn with ``seed``.
+
+    Each entry is kept with probability 1 - p, independently of the others."""
+    if not 0 <= p < 1:
+        raise ValueError(f"p must be in [0, 1), got {p}.")
+    with np.errstate(over="ignore"):
+        seed = np.array([int(seed) % 2**64], dtype=np.uint64)
+        key = _mix64(_mix64(seed + _coordinate(batch)) + _coordinate(layer))
+        rows = _mix64(key + _coordinate(np.arange(row0, row0 + n_rows)))
+        h = _mix64(rows[:, None] + _coordinate(np.arange(unit0, unit0 + n_units))[None, :])
+    u = (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return u >= p
+
+
+def dropout_masks(seed, batch, rates, n_rows, hidden_sizes, dtype=np.float64):
+    """The multipliers M_l of every hidden layer for one minibatch of ``n_rows`` rows:
+    0 where dropped, 1 / (1 - p_l) (in ``dtype``) where kept; None for a layer whose
+    rate is 0 (it is left as it is)."""
+    dtype = np.dtype(dtype)
+    masks = []
+    for l, (p, h) in enumerate(zip(rates, hidden_sizes)):
+        if p == 0:
+            masks.append(None)
+            continue
+        keep = dropout_mask(seed, batch, l, n_rows, h, p)
+        masks.append(np.where(keep, dtype.type(1.0 / (1.0 - p)), dtype.type(0)))
+    return masks
+
+
+def dropout_loss_and_gradients(
+    coefs, intercepts, X, Y, masks, *, activation, loss, alpha=0.0, sample_weight=None
+):
+    """``loss_and_gradients`` of a training minibatch with dropout: hidden layer l's
+    outputs are f(Z_l) * masks[l] (each an array (n_samples, units) of multipliers, as
+    ``dropout_masks`` returns, or None for no dropout on that layer). The masks are
+    constants, so the chain rule gains their factor:
+
+        delta_{l-1} = (delta_l W_l^T) * M_{l-1} * f'(Z_{l-1})
+    """
+    coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
+        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
+    )
+    L = len(coefs)
+    if len(masks) != L - 1:
+        raise ValueError(f"masks must hold one entry per hidden layer ({L - 1}).")
+    n_samples = X.shape[0]
+    masks = [None if M is None else np.asarray(M, dtype=dtype) for M in masks]
+    for M, h in zip(masks, sizes[1:-1]):
+        if M is not None and M.shape != (n_samples, h):
+            raise ValueError(f"a mask must have shape {(n_samples, h)}, got {M.shape}.")
+    w = np.ones(n_samples, dtype=dtype) if sample_weight is None else sample_weight
+    s = w.sum(dtype=np.float64)
+
+    # Forward pass: F[l] = f(Z_l) before the mask (for f'), A[l + 1] = F[l] * M_l.
+    A = [X]
+    F = []
+    for l in range(L - 1):
+        F.append(_activate(A[-1] @ coefs[l] + intercepts[l], activation))
+        A.append(F[-1] if masks[l] is None else F[-1] * masks[l])
+    Z_out = A[-1] @ coefs[-1] + intercepts[-1]
+    P = _activate(Z_out, LOSSES[loss])
+
+    data = (w * _data_loss_per_sample(Z_out, Y, loss)).sum(dtype=np.float64) / s
+    penalty = 0.5 * alpha * sum(float((W.astype(np.float64) ** 2).sum()) for W in coefs) / s
+    value = dtype.type(data + penalty)
+
+    if loss == "log_loss":
+        delta = (P * Y.sum(axis=1, keepdims=True) - Y) * w[:, None]
+    else:
+        delta = (P - Y) * w[:, None]
+    coef_grads = [None] * L
+    intercept_grads = [None] * L
+    for l in range(L - 1, -1, -1):
+        coef_grads[l] = ((A[l].T @ delta + alpha * coefs[l]) / s).astype(dtype, copy=False)
+        intercept_grads[l] = (delta.sum(axis=0) / s).astype(dtype, copy=False)
+        if l > 0:
+            delta = (delta @ coefs[l].T) * _derivative(F[l - 1], activation)
+            if masks[l - 1] is not None:
+                delta = delta * masks[l - 1]
     return value, coef_grads, intercept_grads
 
 

@@ -55,14 +55,18 @@ cases = [
     ("rows", (256,), 512, "adamw", True, False),       # sparse, by rows
     ("huber", (256,), 256, "adam", False, {"loss": "huber", "huber_delta": 0.5}),  # rows
     ("huber", (1024,), 64, "sgd", False, {"loss": "huber", "huber_delta": 0.5}),   # units
+    ("rows", (128, 64), 200, "sgd", False, False, 0.2),          # dropout, 3 parts
+    ("units", (512, 512), 100, "adam", False, False, (0.3, 0.1)),  # dropout, 4 parts
+    ("rows", (256,), 512, "adam", True, False, 0.5),             # dropout, sparse
 ]
 out = []
 for dtype in (np.float32, np.float64):
-    for kind, hidden, batch, solver, sparse, regress in cases:
+    for kind, hidden, batch, solver, sparse, regress, *dropout in cases:
         Xd = (Xs if sparse else X).astype(dtype)
         est = (MLPRegressor if regress else MLPClassifier)(
             hidden_layer_sizes=hidden, batch_size=batch, solver=solver, max_iter=3,
             random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0,
+            dropout=dropout[0] if dropout else 0.0,
             **(regress if isinstance(regress, dict) else {}))
         est.fit(Xd, X[:, 0] if regress else y)
         sizes = np.array([100, *hidden, 1 if regress else 3], dtype=np.intp)

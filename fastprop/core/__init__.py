@@ -12,6 +12,8 @@ Public functions mirror ``fastprop.reference`` name for name:
 - ``input_gradients(coefs, intercepts, X, *, activation, loss)``
 - ``sgd_update`` / ``adam_update`` / ``rmsprop_update`` / ``adamw_update`` on flat
   vectors
+- ``dropout_mask(seed, batch, layer, n_rows, n_units, p, *, row0, unit0)``: the masks
+  of training with dropout (``Trainer.run_epoch(dropout=..., dropout_seed=...)``)
 
 and ``Trainer`` holds the buffers of one network's minibatch training and runs whole
 epochs in compiled code (what the estimators are built on).
@@ -45,6 +47,7 @@ __all__ = [
     "rmsprop_update",
     "adamw_update",
     "Trainer",
+    "dropout_mask",
     "LossGradient",
     "blas_held",
     "pack",
@@ -359,6 +362,28 @@ def adamw_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsil
 # the solvers whose state has a second array (state_2): Adam's and AdamW's second
 # moment; SGD's velocity and RMSprop's mean square are state_1
 _TWO_STATE = ("adam", "adamw")
+def dropout_mask(seed, batch, layer, n_rows, n_units, p, *, row0=0, unit0=0):
+    """The dropout mask a training epoch draws (``fastprop.reference.dropout_mask``):
+    a bool array (n_rows, n_units), True where unit ``unit0 + j`` of hidden layer
+    ``layer`` (from 0) is kept in row ``row0 + i`` of minibatch ``batch`` of the epoch
+    whose seed is ``seed``."""
+    return _kernels.dropout_mask(int(seed) % 2**64, batch, layer, n_rows, n_units,
+                                 float(p), row0=row0, unit0=unit0)
+
+
+def _dropout_rates(dropout, n_hidden):
+    """``dropout`` as the kernels take it: a float64 array of one rate per hidden layer,
+    or None when no layer drops."""
+    if dropout is None:
+        return None
+    rates = np.array(dropout, dtype=np.float64).reshape(-1)
+    if rates.shape[0] != n_hidden:
+        raise ValueError(
+            f"dropout must hold one rate per hidden layer ({n_hidden}), got {rates.shape[0]}."
+        )
+    if not np.all((rates >= 0) & (rates < 1)):
+        raise ValueError(f"dropout rates must be in [0, 1), got {rates.tolist()}.")
+    return rates if np.any(rates > 0) else None
 
 
 class Trainer:
@@ -470,7 +495,7 @@ class Trainer:
         self._batch = batch_size
 
     def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None,
-                  check_input=True, check_finite=False):
+                  check_input=True, check_finite=False, dropout=None, dropout_seed=0):
         """Train one epoch over (X, Y) in minibatches; return scikit-learn's
         accumulated loss (sum of batch loss x batch length).
 
@@ -490,6 +515,11 @@ class Trainer:
         every row. The epoch then runs to its end and raises ``NonFiniteRowsError`` (a
         ``ValueError``); the parameters and optimizer state are then meaningless, and
         the caller restores the ones it saved.
+
+        ``dropout`` (one rate in [0, 1) per hidden layer, or None) trains with inverted
+        dropout on the hidden layers' outputs, with the masks of
+        ``fastprop.reference.dropout_mask`` for the epoch's ``dropout_seed`` (an integer
+        in [0, 2**64)): the same for every partition and thread count.
         """
         if self.params is None:
             raise ValueError(
@@ -508,6 +538,10 @@ class Trainer:
                 "solver 'adamw' decays the weights by its weight_decay and has no L2 "
                 f"term: run its epochs with alpha=0, got alpha={alpha!r}."
             )
+        dropout = _dropout_rates(dropout, len(self.sizes) - 2)
+        dropout_seed = int(dropout_seed)
+        if not 0 <= dropout_seed < 2**64:
+            raise ValueError(f"dropout_seed must be in [0, 2**64), got {dropout_seed}.")
         n = Y.shape[0] if order is None else len(order)
         if n == 0:
             return 0.0  # nothing to visit
@@ -534,8 +568,10 @@ class Trainer:
                 return _kernels.train_epoch_csr(
                     *head, *X, Y, sw, order, batch_size, float(alpha), self._acts,
                     self._deltas, self._y_buf, self._sw_buf, *tail, n_threads,
-                    max_grad_norm=max_norm, huber_delta=self._huber_delta())
+                    max_grad_norm=max_norm, huber_delta=self._huber_delta(),
+                    dropout=dropout, dropout_seed=dropout_seed)
             return _kernels.train_epoch(
                 *head, X, Y, sw, order, batch_size, float(alpha), self._acts,
                 self._deltas, self._x_buf, self._y_buf, self._sw_buf, *tail, n_threads,
-                check_finite=check_finite, max_grad_norm=max_norm, huber_delta=self._huber_delta())
+                check_finite=check_finite, max_grad_norm=max_norm,
+                huber_delta=self._huber_delta(), dropout=dropout, dropout_seed=dropout_seed)

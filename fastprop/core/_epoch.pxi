@@ -98,7 +98,7 @@ cdef int _train_epoch_impl(Epoch* e, floating* params, int* nonfinite) except -1
         if s > 0:
             # -- forward, loss + delta, backward --------------------------------------
             memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
-            _forward(net, params, Xb, e.csr, nb, acts)
+            _forward(net, params, Xb, e.csr, nb, acts, b, 0)
             data = _loss_delta(net, acts + last, Yb, swb, nb, deltas + last,
                                grads + net.b_off[net.n_layers - 1])
             # scikit-learn's batch loss (L2 term from the weights this batch used),
@@ -115,10 +115,10 @@ cdef int _train_epoch_impl(Epoch* e, floating* params, int* nonfinite) except -1
             if e.max_norm > 0:
                 sq = _backward_clipped_update(
                     net, params, Xb, e.csr, nb, acts, deltas, grads,
-                    <floating*> e.state_1, <floating*> e.state_2, &st, e.max_norm)
+                    <floating*> e.state_1, <floating*> e.state_2, &st, e.max_norm, b)
             else:
                 sq = _backward_update(net, params, Xb, e.csr, nb, acts, deltas, grads,
-                                      <floating*> e.state_1, <floating*> e.state_2, &st)
+                                      <floating*> e.state_1, <floating*> e.state_2, &st, b)
         start += nb
         b += 1
         if e.signal_every > 0 and b % e.signal_every == 0:
@@ -146,6 +146,7 @@ cdef double _part_gradient(
     Net* net, const floating* params, const floating* Xb, const CSR* csr,
     Py_ssize_t rows, const floating* Yb, const floating* swb,
     floating* acts, floating* deltas, floating* grads,
+    Py_ssize_t b, Py_ssize_t r0,   # the minibatch, and where the part's rows start in it
 ) noexcept nogil:
     """Raw gradient sums of one part of a minibatch into ``grads``; returns its loss
     sum."""
@@ -154,7 +155,7 @@ cdef double _part_gradient(
         return 0.0
     memset(grads + net.n_coef, 0, (net.n_params - net.n_coef) * sizeof(floating))
     return _block_gradient(net, params, Xb, csr, rows, Yb, swb, acts, deltas, grads,
-                           <floating> 0.0)
+                           <floating> 0.0, b, r0)
 
 
 cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept nogil:
@@ -211,7 +212,8 @@ cdef void _split_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                            <floating*> e.sw_buf, &Xb, &Yb, &swb, bad)
                 sh.data[h] = _part_gradient(
                     net, params, Xb, csr_h, rows, Yb, swb, acts + h * net.work_size,
-                    deltas + h * net.work_size, grads if h == 0 else grads2 + (h - 1) * P)
+                    deltas + h * net.work_size, grads if h == 0 else grads2 + (h - 1) * P,
+                    b, r0)
                 h += nt
             fp_team_barrier(&sh.team, tid, nt)
             # -- the optimizer step, K segments of the flat vector --------------------
@@ -409,6 +411,8 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                         _bias_activation_cols(Z + lo, n_o, params + net.b_off[l] + lo,
                                               nb, hi - lo,
                                               net.activation if l < L - 1 else ACT_IDENTITY)
+                        if _drops(net, l):
+                            _dropout_cols(net, l, Z + lo, n_o, nb, hi - lo, b, 0, lo)
                     h += nt
                 if l < L - 1 or out_cut:
                     fp_team_barrier(&sh.team, tid, nt)
@@ -455,8 +459,14 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                                   <floating> 0.0, D_prev + lo, <int> n_in)
                             memset(grads + net.b_off[l - 1] + lo, 0,
                                    (hi - lo) * sizeof(floating))
-                            _derivative_colsum(D_prev + lo, A_prev + lo, nb, hi - lo, n_in,
-                                               net.activation, grads + net.b_off[l - 1] + lo)
+                            if _drops(net, l - 1):
+                                _dropout_derivative_colsum(
+                                    net, l - 1, D_prev + lo, A_prev + lo, nb, hi - lo, n_in,
+                                    grads + net.b_off[l - 1] + lo, b, 0, lo)
+                            else:
+                                _derivative_colsum(D_prev + lo, A_prev + lo, nb, hi - lo,
+                                                   n_in, net.activation,
+                                                   grads + net.b_off[l - 1] + lo)
                             # b_{l-1}[lo:hi] was last used in the forward pass
                             if not clip:
                                 _update_segment(params, grads, NULL, state_1, state_2,
@@ -588,6 +598,28 @@ cdef int _run_epoch(Epoch* e, int kind, bint single, int n_threads,
     return _train_epoch_team(e, task, n_threads, nonfinite)
 
 
+cdef int _set_dropout(Net* net, const double[::1] dropout,
+                      unsigned long long seed) except -1:
+    """Point ``net`` at the hidden layers' dropout rates (checked: one per hidden layer,
+    each in [0, 1)); it stays off (NULL) when there are none or all are 0."""
+    cdef Py_ssize_t l
+    cdef bint on = False
+    if dropout is None:
+        return 0
+    if dropout.shape[0] != net.n_layers - 1:
+        raise ValueError(f"dropout must hold one rate per hidden layer "
+                         f"({net.n_layers - 1}), got {dropout.shape[0]}.")
+    for l in range(dropout.shape[0]):
+        if not (0.0 <= dropout[l] < 1.0):
+            raise ValueError(f"dropout rates must be in [0, 1), got {dropout[l]}.")
+        if dropout[l] > 0:
+            on = True
+    if on:
+        net.dropout = &dropout[0]
+        net.dropout_seed = seed
+    return 0
+
+
 def train_epoch(
     const Py_ssize_t[::1] sizes not None, int activation, int loss,
     floating[::1] params not None,                # INOUT (n_params,)
@@ -618,6 +650,9 @@ def train_epoch(
     double max_grad_norm=0.0,            # clip each minibatch's gradient to this global
                                          #     L2 norm; 0 for no clipping
     double huber_delta=1.0,              # loss huber's delta (> 0; other losses ignore it)
+    const double[::1] dropout=None,      # (n_layers - 1,) dropout rate of each hidden layer,
+                                         #     each in [0, 1), or None for none
+    unsigned long long dropout_seed=0,   # the epoch's masks (csrc/fp_dropout.h)
 ):
     """One epoch of minibatch training, without the GIL and without allocating.
 
@@ -642,6 +677,11 @@ def train_epoch(
     With ``max_grad_norm`` > 0, each minibatch's gradient (the L2 term included) is
     scaled down to that global L2 norm when it is longer, before the optimizer step
     (which then runs after the whole backward pass, not fused into it).
+    With ``dropout``, hidden layer l's outputs are multiplied in training by a mask of
+    0 (rate ``dropout[l]``) and 1 / (1 - dropout[l]) (inverted dropout), drawn from
+    ``dropout_seed``, the minibatch's index in the epoch, the layer, the row's index in
+    the minibatch and the unit's (``fastprop.reference.dropout_mask``): the same masks
+    for every partition and thread count.
 
     Returns the sum over batches of (batch loss x batch length), scikit-learn's
     ``accumulated_loss``: divide by n_samples for the epoch's loss.
@@ -657,6 +697,7 @@ def train_epoch(
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, -1, 0, &kind,
                        huber_delta)
     try:
+        _set_dropout(&net, dropout, dropout_seed)
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         _check_rows("X", X.shape[0], n, X.shape[1], n, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],
@@ -707,11 +748,12 @@ def train_epoch_csr(
     const double[::1] hyper not None, Py_ssize_t[::1] counter not None,
     floating[::1] grads2 not None, int n_threads, double max_grad_norm=0.0,
     double huber_delta=1.0,
+    const double[::1] dropout=None, unsigned long long dropout_seed=0,
 ):
     """``train_epoch`` for a CSR X: minibatch rows are read in place by index (no
     gathering, no densifying), the first layer's products are sparse x dense, and
     minibatches are split by rows only (``epoch_partition(sizes, batch_size, nnz,
-    n_rows)``), never by units."""
+    n_rows)``), never by units. ``dropout`` and ``dropout_seed`` as in ``train_epoch``."""
     cdef Py_ssize_t n, sig
     cdef double acc = 0.0
     cdef int kind = PASS_WHOLE, parts
@@ -722,6 +764,7 @@ def train_epoch_csr(
     parts = _epoch_net(&net, sizes, activation, loss, batch_size, X_data.shape[0],
                        X_indptr.shape[0] - 1, &kind, huber_delta)
     try:
+        _set_dropout(&net, dropout, dropout_seed)
         _check_split(&net, kind, parts, acts.shape[0], deltas.shape[0], grads2.shape[0])
         n = _check_csr(X_data.shape[0], X_indices, X_indptr, sizes[0])
         _check_epoch(&net, n, params.shape[0], grads.shape[0], Y.shape[0], Y.shape[1],

@@ -6,16 +6,17 @@ cdef inline double _block_gradient(
     Net* net, const floating* params, const floating* Xb, const CSR* csr,
     Py_ssize_t rows, const floating* Yb, const floating* swb,
     floating* acts, floating* deltas, floating* grads, floating beta,
+    Py_ssize_t b, Py_ssize_t r0,  # with dropout: the minibatch, the block's first row
 ) noexcept nogil:
     """Forward, loss + delta, backward over one block of rows: raw gradient sums into
     ``grads`` (weights overwritten when beta = 0, accumulated when 1; intercepts always
     accumulated); returns the block's summed loss."""
     cdef Py_ssize_t last = net.a_off[net.n_layers - 1]
     cdef double data
-    _forward(net, params, Xb, csr, rows, acts)
+    _forward(net, params, Xb, csr, rows, acts, b, r0)
     data = _loss_delta(net, acts + last, Yb, swb, rows, deltas + last,
                        grads + net.b_off[net.n_layers - 1])
-    _backward(net, params, Xb, csr, rows, acts, deltas, grads, beta)
+    _backward(net, params, Xb, csr, rows, acts, deltas, grads, beta, b, r0)
     return data
 
 
@@ -47,7 +48,7 @@ cdef double _loss_grad_blocks(
             Xb = X + (start + r0) * net.sizes[0] if X != NULL else NULL
             data += _block_gradient(net, params, Xb, csr, cnt, Y + (start + r0) * c,
                                     sw + start + r0 if sw != NULL else NULL, acts, deltas,
-                                    grads, beta)
+                                    grads, beta, 0, 0)
             beta = 1
         start += nb
         if check_signals and start < n:
@@ -232,7 +233,7 @@ cdef void _forward_impl(
         if csr != NULL:
             csr.row0 = start
         _forward(net, params, X + start * net.sizes[0] if X != NULL else NULL, csr, nb,
-                 acts)
+                 acts, 0, 0)
         _output_activation(acts + last, nb, c, net.loss)
         memcpy(out + start * c, acts + last, nb * c * sizeof(floating))
         start += nb
@@ -340,7 +341,8 @@ cdef void _input_grad_impl(
         nb = rows if n - start > rows else n - start
         if csr != NULL:
             csr.row0 = start
-        _forward(net, params, X + start * n_feat if X != NULL else NULL, csr, nb, acts)
+        _forward(net, params, X + start * n_feat if X != NULL else NULL, csr, nb, acts,
+                 0, 0)
         P = acts + last
         _output_activation(P, nb, c, net.loss)
         for k in range(c):

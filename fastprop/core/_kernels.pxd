@@ -52,6 +52,24 @@ cdef extern from "fp_layer.h" nogil:
     int fp_copy_check_f(float* dst, const float* src, Py_ssize_t n)
     int fp_copy_check_d(double* dst, const double* src, Py_ssize_t n)
 
+cdef extern from "fp_dropout.h" nogil:
+    unsigned long long fp_dropout_key(unsigned long long seed, Py_ssize_t b, Py_ssize_t l)
+    unsigned long long fp_dropout_threshold(double p)
+    void fp_dropout_apply_f(float* A, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t c,
+                            unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
+                            unsigned long long thr, float scale)
+    void fp_dropout_apply_d(double* A, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t c,
+                            unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
+                            unsigned long long thr, double scale)
+    void fp_dropout_deriv_colsum_f(float* D, const float* A, Py_ssize_t n, Py_ssize_t c,
+                                   Py_ssize_t ld, int act, float* gb,
+                                   unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
+                                   unsigned long long thr, double scale)
+    void fp_dropout_deriv_colsum_d(double* D, const double* A, Py_ssize_t n,
+                                   Py_ssize_t c, Py_ssize_t ld, int act, double* gb,
+                                   unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
+                                   unsigned long long thr, double scale)
+
 cdef extern from "fp_optim.h" nogil:
     int fp_dispatch_enabled()
     double fp_sumsq_f(const float* a, Py_ssize_t n)
@@ -152,6 +170,11 @@ cdef struct Net:
     int loss
     int n_threads
     double huber_delta      # loss LOSS_HUBER: where it turns from quadratic to linear
+    # training with dropout: the rate of each hidden layer (n_layers - 1 of them), or
+    # NULL when no layer drops (every pass but a training epoch), and the epoch's seed
+    # (csrc/fp_dropout.h)
+    const double* dropout
+    unsigned long long dropout_seed
 
 cdef struct CSR:
     # A block of rows of a CSR matrix: the first layer's input when X is sparse.

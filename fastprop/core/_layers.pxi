@@ -114,6 +114,8 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
     net.loss = loss
     net.huber_delta = huber_delta
     net.n_threads = fp_omp_max_threads()
+    net.dropout = NULL
+    net.dropout_seed = 0
     return net
 
 
@@ -206,6 +208,47 @@ cdef void _csr_t_matmul(
                 g[j] = g[j] + v * d[j]
 
 
+cdef inline void _dropout_cols(
+    Net* net, int l,          # hidden layer l (from 0): net.dropout[l] > 0
+    floating* A,              # INOUT (n, c), rows ld apart: A * mask
+    Py_ssize_t ld, Py_ssize_t n, Py_ssize_t c,
+    Py_ssize_t b, Py_ssize_t r0, Py_ssize_t j0,   # minibatch, its first row, first unit
+) noexcept nogil:
+    """Inverted dropout on a block of a hidden layer's outputs (csrc/fp_dropout.h)."""
+    cdef double p = net.dropout[l]
+    cdef unsigned long long key = fp_dropout_key(net.dropout_seed, b, l)
+    if floating is float:
+        fp_dropout_apply_f(A, ld, n, c, key, r0, j0, fp_dropout_threshold(p),
+                           <float> (1.0 / (1.0 - p)))
+    else:
+        fp_dropout_apply_d(A, ld, n, c, key, r0, j0, fp_dropout_threshold(p),
+                           1.0 / (1.0 - p))
+
+
+cdef inline void _dropout_derivative_colsum(
+    Net* net, int l,          # hidden layer l (from 0): net.dropout[l] > 0
+    floating* D,              # INOUT (n, c), rows ld apart: D * mask * f'(Z)
+    const floating* A,        # IN    (n, c), rows ld apart: the dropped outputs
+    Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld,
+    floating* gb,             # INOUT (c,): += column sums of the new D
+    Py_ssize_t b, Py_ssize_t r0, Py_ssize_t j0,
+) noexcept nogil:
+    """``_derivative_colsum`` of a dropped layer (csrc/fp_dropout.h)."""
+    cdef double p = net.dropout[l]
+    cdef unsigned long long key = fp_dropout_key(net.dropout_seed, b, l)
+    if floating is float:
+        fp_dropout_deriv_colsum_f(D, A, n, c, ld, net.activation, gb, key, r0, j0,
+                                  fp_dropout_threshold(p), 1.0 / (1.0 - p))
+    else:
+        fp_dropout_deriv_colsum_d(D, A, n, c, ld, net.activation, gb, key, r0, j0,
+                                  fp_dropout_threshold(p), 1.0 / (1.0 - p))
+
+
+cdef inline bint _drops(Net* net, int l) noexcept nogil:
+    """Whether hidden layer l (from 0) drops units in this pass."""
+    return net.dropout != NULL and l < net.n_layers - 1 and net.dropout[l] > 0
+
+
 cdef void _forward(
     Net* net,
     const floating* params,   # IN  (n_params,)
@@ -213,9 +256,11 @@ cdef void _forward(
     const CSR* csr,           # IN  sparse input block, or NULL
     Py_ssize_t n,
     floating* acts,           # OUT workspace: A_1..A_{L-1}, and Z_L (output logits)
+    Py_ssize_t b, Py_ssize_t r0,  # with dropout: the minibatch, its block's first row
 ) noexcept nogil:
-    """Hidden layers through their activation; the output layer stops at the logits
-    Z_L, which the loss (or ``_output_activation``) consumes."""
+    """Hidden layers through their activation (and their dropout in training); the
+    output layer stops at the logits Z_L, which the loss (or ``_output_activation``)
+    consumes."""
     cdef int l, L = net.n_layers
     cdef const floating* A = X
     cdef floating* Z
@@ -232,6 +277,8 @@ cdef void _forward(
                   <floating> 0.0, Z, <int> n_out)
         _bias_activation(Z, params + net.b_off[l], n, n_out,
                          net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads)
+        if _drops(net, l):
+            _dropout_cols(net, l, Z, n_out, n, n_out, b, r0, 0)
         A = Z
 
 
@@ -261,6 +308,7 @@ cdef inline void _backward_layer(
     floating* grads,          # INOUT (n_params,) raw sums: W_l overwritten (beta=0) or
                               #       accumulated (beta=1); b_{l-1} accumulated
     floating beta,
+    Py_ssize_t b, Py_ssize_t r0,  # with dropout: the minibatch, its block's first row
 ) noexcept nogil:
     """Layer l of the backward pass:
     dL/dW_l = A_{l-1}^T delta_l;  delta_{l-1} = (delta_l W_l^T) * f'(A_{l-1}),
@@ -280,18 +328,23 @@ cdef inline void _backward_layer(
         _gemm(False, True, <int> n, <int> n_in, <int> n_out,
               <floating> 1.0, D, <int> n_out, params + net.w_off[l], <int> n_out,
               <floating> 0.0, D_prev, <int> n_in)
-        _derivative_colsum(D_prev, A_prev, n, n_in, n_in, net.activation,
-                           grads + net.b_off[l - 1])
+        if _drops(net, l - 1):
+            _dropout_derivative_colsum(net, l - 1, D_prev, A_prev, n, n_in, n_in,
+                                       grads + net.b_off[l - 1], b, r0, 0)
+        else:
+            _derivative_colsum(D_prev, A_prev, n, n_in, n_in, net.activation,
+                               grads + net.b_off[l - 1])
 
 
 cdef void _backward(
     Net* net, const floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
     const floating* acts, floating* deltas, floating* grads, floating beta,
+    Py_ssize_t b, Py_ssize_t r0,
 ) noexcept nogil:
     """The backward pass, output layer first (delta_L already set by _loss_delta)."""
     cdef int l
     for l in range(net.n_layers - 1, -1, -1):
-        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, beta)
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, beta, b, r0)
 
 
 cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
@@ -299,3 +352,23 @@ cdef inline double _sum_squares(const floating* a, Py_ssize_t n) noexcept nogil:
         return fp_sumsq_f(a, n)
     else:
         return fp_sumsq_d(a, n)
+
+
+def dropout_mask(unsigned long long seed, Py_ssize_t batch, Py_ssize_t layer,
+                 Py_ssize_t n_rows, Py_ssize_t n_units, double p, *, Py_ssize_t row0=0,
+                 Py_ssize_t unit0=0):
+    """The training epoch's dropout mask, as its kernels draw it (csrc/fp_dropout.h):
+    a bool array (n_rows, n_units), True where unit ``unit0 + j`` of hidden layer
+    ``layer`` is kept in row ``row0 + i`` of minibatch ``batch``."""
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"p must be in [0, 1), got {p}.")
+    if n_rows < 0 or n_units < 0 or batch < 0 or layer < 0 or row0 < 0 or unit0 < 0:
+        raise ValueError("sizes and indices must be >= 0.")
+    out = np.ones((n_rows, n_units), dtype=np.float64)
+    cdef double[:, ::1] a = out
+    if n_rows > 0 and n_units > 0:
+        with nogil:
+            fp_dropout_apply_d(&a[0, 0], n_units, n_rows, n_units,
+                               fp_dropout_key(seed, batch, layer), row0, unit0,
+                               fp_dropout_threshold(p), 1.0)
+    return out != 0

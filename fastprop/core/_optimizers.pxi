@@ -118,6 +118,7 @@ cdef double _backward_update(
     floating* deltas,         # INOUT workspace; delta_L already set by _loss_delta
     floating* grads,          # scratch (n_params,): intercept part holds the column sums
     floating* state_1, floating* state_2, const Step* st,
+    Py_ssize_t b,             # with dropout: the minibatch
 ) noexcept nogil:
     """``_backward`` with the optimizer step fused in, layer by layer from the output.
 
@@ -129,7 +130,8 @@ cdef double _backward_update(
     cdef int l
     cdef double sq = 0.0
     for l in range(net.n_layers - 1, -1, -1):
-        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
+        _backward_layer(net, l, params, X, csr, n, acts, deltas, grads, <floating> 0.0,
+                        b, 0)
         # W_l and b_l are no longer needed by this batch: step them now
         sq += _update_segment(params, grads, NULL, state_1, state_2, net.w_off[l],
                               net.sizes[l] * net.sizes[l + 1],
@@ -166,12 +168,13 @@ cdef double _backward_clipped_update(
     Net* net, floating* params, const floating* X, const CSR* csr, Py_ssize_t n,
     const floating* acts, floating* deltas, floating* grads, floating* state_1,
     floating* state_2, Step* st, double max_norm,
+    Py_ssize_t b,             # with dropout: the minibatch
 ) noexcept nogil:
     """The backward pass, then the step of the whole flat vector with the minibatch's
     gradient clipped to the global L2 norm max_norm (the step cannot be fused layer by
     layer: it needs the norm of every layer's gradient first). Returns sum ||W||^2 of
     the new weights."""
-    _backward(net, params, X, csr, n, acts, deltas, grads, <floating> 0.0)
+    _backward(net, params, X, csr, n, acts, deltas, grads, <floating> 0.0, b, 0)
     _clip_norm(st, _grad_sumsq(grads, params, net.n_coef, net.n_params, st), max_norm)
     return _update_segment(params, grads, NULL, state_1, state_2, 0, net.n_coef,
                            net.n_params, st)
