@@ -13,8 +13,21 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastprop import MLPClassifier, MLPRegressor
 
+try:  # scikit-learn >= 1.9: the estimators carrying its callbacks pass the checks too
+    from sklearn.callback import ScoringMonitor
+
+    CALLBACK_ESTIMATORS = [
+        MLPClassifier(max_iter=100, n_iter_no_change=5).set_callbacks(
+            ScoringMonitor(scoring="accuracy")),
+        MLPRegressor(max_iter=100, solver="lbfgs").set_callbacks(
+            ScoringMonitor(scoring="r2")),
+    ]
+except ImportError:
+    CALLBACK_ESTIMATORS = []
+
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
+                          *CALLBACK_ESTIMATORS])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
