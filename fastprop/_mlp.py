@@ -565,6 +565,8 @@ class MLPEstimator(
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+            if callbacks is not None:
+                callbacks.close()  # the interrupted epoch's task
 
         if early_stopping:
             # restore the best weights (into the flat vector: coefs_ stay its views)
@@ -807,7 +809,8 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     Same parameters, defaults, attributes and behaviour as
     :class:`sklearn.neural_network.MLPClassifier` (binary, multiclass and multilabel
     targets; solvers 'adam', 'sgd' and 'lbfgs'); see its documentation. float32 input
-    trains and predicts in float32.
+    trains and predicts in float32. With scikit-learn >= 1.9, ``set_callbacks`` takes
+    its callbacks (``sklearn.callback``), each epoch a task: see ``fastprop._callbacks``.
 
     Parameters
     ----------

@@ -434,3 +434,22 @@ def test_clone_keeps_callbacks_and_set_callbacks_drops_them(skcb):
         est.set_callbacks(object())
     with pytest.raises(TypeError, match="FitCallback"):
         est.set_callbacks(Recorder)
+
+
+def test_interrupt_from_a_callback_keeps_the_completed_epochs(skcb):
+    """A KeyboardInterrupt during a fit (here from a callback, at the end of epoch 3)
+    ends fit as an interrupt always does, and every task begun is ended."""
+
+    class Interrupting(Recorder):
+        def on_fit_task_end(self, estimator, context, **kwargs):
+            super().on_fit_task_end(estimator, context, **kwargs)
+            if context.task_name == "epoch" and context.task_id == 2:
+                raise KeyboardInterrupt
+
+    rec = Interrupting()
+    est = MLPClassifier(hidden_layer_sizes=(5,), max_iter=10, random_state=0)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        est.set_callbacks(rec).fit(X_CLF, Y_CLF)
+    assert est.n_iter_ == 3
+    assert len(rec.iterations("begin")) == len(rec.iterations("end")) == 3
+    assert rec.events[-2:] == [("end", "fit", 0), ("teardown", None, None)]
