@@ -36,7 +36,10 @@ except ImportError:  # older scikit-learn: no callbacks, nothing changes
 
 from . import core
 
-__all__ = ["CALLBACKS_SUPPORTED", "CallbackSupportMixin", "FitCallbacks", "fit_callbacks"]
+__all__ = [
+    "CALLBACKS_SUPPORTED", "CallbackSupportMixin", "FitCallbacks", "LbfgsStop", "StopLbfgs",
+    "fit_callbacks",
+]
 
 CALLBACKS_SUPPORTED = _SklearnCallbackSupportMixin is not None
 
@@ -157,6 +160,23 @@ class StopLbfgs(Exception):
         super().__init__(n_iter)
         self.x = x
         self.n_iter = n_iter
+
+
+class LbfgsStop:
+    """Around ``scipy.optimize.minimize``: a ``StopLbfgs`` raised inside ends the block
+    quietly, and ``x`` / ``n_iter`` say where L-BFGS stopped (``x`` None: no stop)."""
+
+    x = None
+    n_iter = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and issubclass(exc_type, StopLbfgs):
+            self.x, self.n_iter = exc.x, exc.n_iter
+            return True
+        return False
 
 
 class _LbfgsTasks:

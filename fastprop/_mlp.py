@@ -44,7 +44,7 @@ from ._sklearn_compat import (
     fit_context,
     lbfgs_iprint_options,
 )
-from ._callbacks import CallbackSupportMixin, StopLbfgs, fit_callbacks
+from ._callbacks import CallbackSupportMixin, LbfgsStop, fit_callbacks
 from ._fast_path import PartialFitFastPathMixin
 from ._params import FlatParametersMixin
 from ._state import CallSnapshot, EpochStart, PartialFitInterrupted
@@ -359,24 +359,24 @@ class MLPEstimator(
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
         # each iteration a callbacks' task (f and callback unchanged without them)
         fun, callback = (f, None) if callbacks is None else callbacks.lbfgs(f)
+        stop = LbfgsStop()
         # BLAS on one thread for the whole fit: SciPy's step between two passes calls
         # it too, and its multi-threaded dot products round by thread count
-        try:
-            with core.blas_held():
-                opt_res = scipy.optimize.minimize(
-                    fun,
-                    self._flat_params().astype(np.float64),
-                    method="L-BFGS-B",
-                    jac=True,
-                    options={
-                        "maxfun": self.max_fun,
-                        "maxiter": self.max_iter,
-                        "gtol": self.tol,
-                        **lbfgs_iprint_options(iprint),
-                    },
-                    callback=callback,
-                )
-        except StopLbfgs as stop:
+        with core.blas_held(), stop:
+            opt_res = scipy.optimize.minimize(
+                fun,
+                self._flat_params().astype(np.float64),
+                method="L-BFGS-B",
+                jac=True,
+                options={
+                    "maxfun": self.max_fun,
+                    "maxiter": self.max_iter,
+                    "gtol": self.tol,
+                    **lbfgs_iprint_options(iprint),
+                },
+                callback=callback,
+            )
+        if stop.x is not None:
             # a callback stopped the fit: that iteration's weights and loss
             self.n_iter_ = stop.n_iter
             with core.blas_held():
