@@ -46,6 +46,7 @@ from ._sklearn_compat import (
     fit_context,
     lbfgs_iprint_options,
 )
+from ._callbacks import CallbackSupportMixin, LbfgsStop, fit_callbacks
 from ._fast_path import PartialFitFastPathMixin
 from ._params import FlatParametersMixin
 from ._state import CallSnapshot, EpochStart, PartialFitInterrupted
@@ -78,7 +79,9 @@ def _training(method):
 
     return wrapper
 
-class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
+class MLPEstimator(
+    FlatParametersMixin, PartialFitFastPathMixin, CallbackSupportMixin, BaseEstimator
+):
     """Base class of fastprop's multilayer perceptrons: fit, partial_fit, predict.
 
     Use :class:`MLPClassifier` or :class:`MLPRegressor`; the parameters are those of
@@ -266,11 +269,17 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             incremental and not first_pass and self.solver in _STOCHASTIC_SOLVERS
             and self.shuffle and not self.early_stopping
         )
+        # scikit-learn's callbacks (None without any): the call is the root task, and
+        # fit's iterations its subtasks
+        callbacks = fit_callbacks(
+            self, X, y, sample_weight, 0 if incremental else self.max_iter)
         snapshot = CallSnapshot(self)
         try:
             # 1. validate
             Xv, yv, sample_weight, x_pending = self._validate_fit_data(
                 X, y, sample_weight, incremental, first_pass, defer)
+            if callbacks is not None:
+                callbacks.begin()
             layer_units = [Xv.shape[1]] + hidden_layer_sizes + [yv.shape[1]]
             self.n_outputs_ = yv.shape[1]
             self._random_state = check_random_state(self.random_state)
@@ -284,15 +293,18 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             Y = np.ascontiguousarray(yv, dtype=Xv.dtype)
             # 3. run the solver
             if self.solver in _STOCHASTIC_SOLVERS:
-                self._fit_stochastic(Xv, Y, sample_weight, incremental, check_x=x_pending)
+                self._fit_stochastic(Xv, Y, sample_weight, incremental, check_x=x_pending,
+                                     callbacks=callbacks)
             else:
-                self._fit_lbfgs(Xv, Y, sample_weight, layer_units)
+                self._fit_lbfgs(Xv, Y, sample_weight, layer_units, callbacks=callbacks)
             # 4. check the result
             if not all(np.isfinite(w).all() for w in chain(self.coefs_, self.intercepts_)):
                 raise ValueError(
                     "Solver produced non-finite parameter weights. The input data may"
                     " contain large values and need to be preprocessed."
                 )
+            if callbacks is not None:
+                callbacks.end()
             return self
         except PartialFitInterrupted:
             # partial_fit's one epoch did not complete: the call changes nothing
@@ -403,18 +415,21 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         fixes, as scikit-learn pairs them (MLPRegressor's robust losses add theirs)."""
         return _CORE_LOSS[self.out_activation_], {}
 
-    def _fit_lbfgs(self, X, Y, sample_weight, layer_units):
+    def _fit_lbfgs(self, X, Y, sample_weight, layer_units, callbacks=None):
         loss, loss_kw = self._core_loss()
         f = core.LossGradient(
             layer_units, X, Y, activation=self.activation, loss=loss, alpha=self.alpha,
             sample_weight=sample_weight, **loss_kw,
         )
         iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        # each iteration a callbacks' task (f and callback unchanged without them)
+        fun, callback = (f, None) if callbacks is None else callbacks.lbfgs(f)
+        stop = LbfgsStop()
         # BLAS on one thread for the whole fit: SciPy's step between two passes calls
         # it too, and its multi-threaded dot products round by thread count
-        with core.blas_held():
+        with core.blas_held(), stop:
             opt_res = scipy.optimize.minimize(
-                f,
+                fun,
                 self._flat_params().astype(np.float64),
                 method="L-BFGS-B",
                 jac=True,
@@ -424,7 +439,17 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                     "gtol": self.tol,
                     **lbfgs_iprint_options(iprint),
                 },
+                callback=callback,
             )
+        if stop.x is not None:
+            # a callback stopped the fit: that iteration's weights and loss
+            self.n_iter_ = stop.n_iter
+            with core.blas_held():
+                self.loss_ = float(f(stop.x)[0])
+            self._flat_params()[...] = stop.x
+            return
+        if callbacks is not None:
+            callbacks.close()  # an iteration cut short by max_fun
         self.n_iter_ = check_optimize_result(opt_res, self.max_iter)
         self.loss_ = float(opt_res.fun)
         flat = self._flat_params()
@@ -447,7 +472,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
         'adamw', which takes alpha as its decoupled weight decay instead."""
         return 0.0 if self.solver == "adamw" else self.alpha
 
-    def _fit_stochastic(self, X, Y, sample_weight, incremental, check_x=False):
+    def _fit_stochastic(self, X, Y, sample_weight, incremental, check_x=False,
+                        callbacks=None):
         """Minibatch training. ``check_x``: X's values are unchecked, and the first
         epoch checks them as it gathers the rows (it must visit them all); if they are
         not finite, the model is restored to what it was and ``NonFiniteRowsError``
@@ -532,11 +558,15 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
             opt, rng=self._random_state if isinstance(
                 self.random_state, np.random.RandomState) else None)
 
+        if callbacks is not None:
+            callbacks.best_weights = early_stopping
         try:
             self.n_iter_ = 0
             for it in range(self.max_iter):
                 if epoch_start is not None and it > 0:
                     epoch_start.save()
+                if callbacks is not None:
+                    callbacks.iteration_begin()
                 if self.shuffle:
                     # sklearn.utils.shuffle(sample_idx, random_state=...), the same
                     # draws, without its per-call validation
@@ -601,9 +631,14 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                             % (self.tol, self.n_iter_no_change)
                         )
                     if self._trigger_stopping(msg):
+                        if callbacks is not None:
+                            callbacks.iteration_end()
                         break
                     self._no_improvement_count = 0
                 if incremental:
+                    break
+                # a callback's True stops here, as max_iter would (without its warning)
+                if callbacks is not None and callbacks.iteration_end():
                     break
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(
@@ -614,6 +649,8 @@ class MLPEstimator(FlatParametersMixin, PartialFitFastPathMixin, BaseEstimator):
                     )
         except KeyboardInterrupt:
             warnings.warn("Training interrupted by user.")
+            if callbacks is not None:
+                callbacks.close()  # the interrupted epoch's task
 
         if early_stopping:
             # restore the best weights (into the flat vector: coefs_ stay its views)
@@ -888,7 +925,8 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     Same parameters, defaults, attributes and behaviour as
     :class:`sklearn.neural_network.MLPClassifier` (binary, multiclass and multilabel
     targets; solvers 'adam', 'sgd' and 'lbfgs'); see its documentation. float32 input
-    trains and predicts in float32.
+    trains and predicts in float32. With scikit-learn >= 1.9, ``set_callbacks`` takes
+    its callbacks (``sklearn.callback``), each epoch a task: see ``fastprop._callbacks``.
 
     Parameters
     ----------

@@ -131,7 +131,9 @@ class FlatParametersMixin:
         self._views = (list(coefs), list(intercepts))
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: on Python >= 3.11 the inherited __getstate__ returns the live
+        # __dict__, and popping from it would strip a pickled (or copied) model's vector
+        state = dict(super().__getstate__())
         # coefs_ / intercepts_ carry the parameters; the flat vector is rebuilt from
         # them on loading, so do not pickle it (nor the view bookkeeping) twice.
         for name in ("_flat", "_views"):

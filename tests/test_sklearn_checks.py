@@ -16,6 +16,19 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from fastprop import MLPClassifier, MLPRegressor
 
+try:  # scikit-learn >= 1.9: the estimators carrying its callbacks pass the checks too
+    from sklearn.callback import ScoringMonitor
+
+    CALLBACK_ESTIMATORS = [
+        MLPClassifier(max_iter=100, n_iter_no_change=5).set_callbacks(
+            ScoringMonitor(scoring="accuracy")),
+        MLPRegressor(max_iter=100, solver="lbfgs").set_callbacks(
+            ScoringMonitor(scoring="r2")),
+    ]
+except ImportError:
+    CALLBACK_ESTIMATORS = []
+
+
 # Dropout draws one mask for a row of weight 2 and two independent masks for the same
 # row repeated, so the two fits differ by design (scikit-learn itself runs this check on
 # its MLPs only with solver='lbfgs', or sgd with a coarse tol, which dropout is not for).
@@ -55,6 +68,7 @@ def _expected_failures(estimator):
     MLPRegressor(loss="absolute_error", max_iter=100),
     MLPClassifier(max_iter=100, dropout=0.2),
     MLPRegressor(max_iter=100, hidden_layer_sizes=(20, 10), dropout=(0.2, 0.1)),
+    *CALLBACK_ESTIMATORS,
 ], expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
