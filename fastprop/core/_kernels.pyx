@@ -69,7 +69,8 @@ include "_epoch.pxi"
 
 # The codes as fastprop.core passes them (csrc/fp_codes.h defines them once).
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC, "tanh": ACT_TANH,
-                    "relu": ACT_RELU}
+                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU,
+                    "softplus": ACT_SOFTPLUS, "gelu": ACT_GELU, "silu": ACT_SILU}
 LOSS_CODES = {"squared_error": LOSS_SQUARED, "poisson": LOSS_POISSON,
               "log_loss": LOSS_LOG, "binary_log_loss": LOSS_BINARY_LOG}
 SOLVER_CODES = {"sgd": SOLVER_SGD, "adam": SOLVER_ADAM}
