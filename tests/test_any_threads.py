@@ -50,14 +50,19 @@ cases = [
     ("rows", (256,), 512, "adam", True, False),        # sparse, by rows
     ("lbfgs", (128,), 200, "lbfgs", False, False),     # blocks in halves
     ("regress", (256,), 256, "adam", False, True),
+    ("units", (512, 512), 100, "adam", False, False, "gelu"),   # keeps Z, 4 parts
+    ("rows", (128, 64), 200, "sgd", False, False, "gelu"),
+    ("units", (1024,), 64, "sgd", False, False, "leaky_relu"),
+    ("rows", (256,), 256, "adam", False, False, "softplus"),
 ]
 out = []
 for dtype in (np.float32, np.float64):
-    for kind, hidden, batch, solver, sparse, regress in cases:
+    for kind, hidden, batch, solver, sparse, regress, *act in cases:
         Xd = (Xs if sparse else X).astype(dtype)
         est = (MLPRegressor if regress else MLPClassifier)(
             hidden_layer_sizes=hidden, batch_size=batch, solver=solver, max_iter=3,
-            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0)
+            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0,
+            activation=act[0] if act else "relu")
         est.fit(Xd, X[:, 0] if regress else y)
         sizes = np.array([100, *hidden, 1 if regress else 3], dtype=np.intp)
         part = (_kernels.epoch_partition(sizes, batch, Xd.nnz, Xd.shape[0]) if sparse

@@ -15,6 +15,8 @@ from fastprop import MLPClassifier, MLPRegressor
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100)])
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
+                          MLPClassifier(max_iter=100, activation="gelu"),
+                          MLPRegressor(max_iter=100, activation="leaky_relu")])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
