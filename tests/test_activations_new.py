@@ -361,6 +361,22 @@ def test_workspaces_of_the_activations_that_keep_z():
     with pytest.raises(ValueError, match="activation"):
         _kernels.forward(np.array(sizes, np.intp), 9, 0, params, X, out,
                          np.empty(10 * 20), 10)
+    # fastprop.core sizes every workspace as the kernels need it, for every activation
+    assert set(core.ACTIVATION_CODES) == set(reference_activations())
+    for act, code in core.ACTIVATION_CODES.items():
+        for s in (sizes, [3, 2], [3, 4, 2]):
+            n = core.work_len(s, 10, act)
+            p = np.zeros(core.n_params(s))
+            o = np.empty((10, s[-1]))
+            _kernels.forward(np.array(s, np.intp), code, 0, p, X, o, np.empty(n), 10)
+            with pytest.raises(ValueError, match="acts"):
+                _kernels.forward(np.array(s, np.intp), code, 0, p, X, o, np.empty(n - 1), 10)
+
+
+def reference_activations():
+    from fastprop._validation import ACTIVATIONS
+
+    return ACTIVATIONS
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])

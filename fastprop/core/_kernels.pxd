@@ -29,6 +29,10 @@ cdef extern from "fp_codes.h":
         PASS_ROWS "FP_PASS_ROWS"              #   blocks (epoch_partition)
         PASS_UNITS "FP_PASS_UNITS"
 
+cdef extern from "fp_codes.h" nogil:
+    # whether the activation's backward pass reads Z rather than A = f(Z) (gelu, silu)
+    bint _act_keeps_z "FP_ACT_KEEPS_Z"(int act)
+
 cdef extern from "fp_math.h" nogil:
     float fp_sigmoid_f(float x)
     double fp_sigmoid_d(double x)

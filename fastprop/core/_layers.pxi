@@ -56,7 +56,7 @@ cdef inline void _gemm(
 cdef inline bint _keeps_z(int activation) noexcept nogil:
     """Whether the activation's derivative reads the pre-activation Z (gelu, silu: not a
     function of A = f(Z)), which the forward pass then keeps."""
-    return activation == ACT_GELU or activation == ACT_SILU
+    return _act_keeps_z(activation)
 
 
 cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
