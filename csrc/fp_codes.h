@@ -9,6 +9,16 @@
 #define FP_ACT_LOGISTIC 1
 #define FP_ACT_TANH 2
 #define FP_ACT_RELU 3
+/* the activations after ReLU run in their own loops (fp_bias_act_ext, fp_deriv_ext) */
+#define FP_ACT_LEAKY_RELU 4
+#define FP_ACT_ELU 5
+#define FP_ACT_SOFTPLUS 6
+/* these two keep their pre-activation Z: their derivative is not a function of f(Z) */
+#define FP_ACT_GELU 7
+#define FP_ACT_SILU 8
+#define FP_ACT_LAST 8
+/* whether an activation's backward pass reads Z rather than A = f(Z) */
+#define FP_ACT_KEEPS_Z(act) ((act) == FP_ACT_GELU || (act) == FP_ACT_SILU)
 
 /* losses, each with its output activation */
 #define FP_LOSS_SQUARED 0     /* identity output */

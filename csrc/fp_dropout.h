@@ -66,6 +66,29 @@ FP_DISPATCH static void fp_dropout_apply_##SUF(T *A, ptrdiff_t ld, ptrdiff_t n, 
     }                                                                                   \
 }                                                                                       \
                                                                                         \
+/* The mask into the delta of a dropped layer whose activation's derivative is taken by \
+   fp_deriv_ext (the activations after ReLU): D <- D * mask, and A (the dropped outputs,  \
+   no longer read by the minibatch once layer l + 1's weight gradient is taken) back to  \
+   f(Z) on the kept units, A / scale, for the derivative pass that follows. */          \
+FP_DISPATCH static void fp_dropout_unscale_##SUF(                                       \
+        T *D, T *A, ptrdiff_t n, ptrdiff_t c, ptrdiff_t ld, uint64_t key, ptrdiff_t r0, \
+        ptrdiff_t j0, uint64_t thr, double scale) {                                     \
+    T s = (T)scale, q = (T)(1.0 / scale);                                               \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T *d = D + i * ld;                                                              \
+        T *a = A + i * ld;                                                              \
+        uint64_t k = fp_mix64(key + FP_DROP_GOLDEN * ((uint64_t)(r0 + i) + 1));         \
+        for (ptrdiff_t j = 0; j < c; j++) {                                             \
+            if (FP_DROP_KEEP(k, j0 + j, thr)) {                                         \
+                d[j] = d[j] * s;                                                        \
+                a[j] = a[j] * q;                                                        \
+            } else {                                                                    \
+                d[j] = (T)0;                                                            \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
 /* fp_deriv_colsum through a dropped layer: D <- D * mask * f'(Z), where A holds the    \
    dropped outputs mask * f(Z) (rows r0.., units j0.., as fp_dropout_apply). ReLU and   \
    the logistic read the mask off A (a dropped unit has A = 0, where their f' through   \

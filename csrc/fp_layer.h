@@ -89,4 +89,83 @@ FP_DISPATCH static int fp_copy_check_##SUF(T *dst, const T *src, ptrdiff_t n) { 
 FP_DEFINE_LAYER_LOOPS(float, f)
 FP_DEFINE_LAYER_LOOPS(double, d)
 
+/* one row of fp_deriv_ext for the derivatives that call a maths function: the same
+   column sums, without `omp simd` (as tanh and the logistic, whose loops stay scalar), so
+   that the results do not depend on the vector width */
+#define FP_DERIV_COLSUM_ROW_SCALAR(T, DERIV)                                            \
+    {                                                                                   \
+        for (ptrdiff_t j = 0; j < c; j++) {                                             \
+            T v = (DERIV);                                                              \
+            d[j] = v;                                                                   \
+            gb[j] = gb[j] + v;                                                          \
+        }                                                                               \
+    }
+
+/* The activations after ReLU (FP_ACT_LEAKY_RELU .. FP_ACT_SILU), in loops of their own
+ * so that the loops of the first four stay as they were. gelu and silu keep their
+ * pre-activation: K (rows ld apart, as Z) receives Z + b, and their derivative reads it
+ * back; the others write K nowhere and their derivative reads A = f(Z), as above. */
+#define FP_DEFINE_LAYER_EXT_LOOPS(T, SUF)                                               \
+                                                                                        \
+/* Z <- f(Z + b) in place over n rows of c entries, rows ld apart; K <- Z + b too for   \
+   the activations that keep it (FP_ACT_KEEPS_Z) */                                     \
+FP_DISPATCH static void fp_bias_act_ext_##SUF(T *Z, ptrdiff_t ld, T *K, const T *b,     \
+                                              ptrdiff_t n, ptrdiff_t c, int act) {      \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T *row = Z + i * ld;                                                            \
+        T *kept = K + i * ld;                                                           \
+        if (act == FP_ACT_LEAKY_RELU) {                                                 \
+            FP_SIMD                                                                     \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T z = row[j] + b[j];                                                    \
+                row[j] = z > 0 ? z : (T)0.01 * z;                                       \
+            }                                                                           \
+        } else if (act == FP_ACT_ELU) {                                                 \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T z = row[j] + b[j];                                                    \
+                row[j] = z > 0 ? z : fp_expm1_##SUF(z);                                 \
+            }                                                                           \
+        } else if (act == FP_ACT_SOFTPLUS) {                                            \
+            for (ptrdiff_t j = 0; j < c; j++) row[j] = fp_softplus_##SUF(row[j] + b[j]);\
+        } else if (act == FP_ACT_GELU) {                                                \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T z = row[j] + b[j];                                                    \
+                kept[j] = z;                                                            \
+                row[j] = fp_gelu_##SUF(z);                                              \
+            }                                                                           \
+        } else { /* FP_ACT_SILU */                                                      \
+            for (ptrdiff_t j = 0; j < c; j++) {                                         \
+                T z = row[j] + b[j];                                                    \
+                kept[j] = z;                                                            \
+                row[j] = fp_silu_##SUF(z);                                              \
+            }                                                                           \
+        }                                                                               \
+    }                                                                                   \
+}                                                                                       \
+                                                                                        \
+/* D <- D * f'(Z) over n rows of c entries, rows ld apart, f' written through A = f(Z)  \
+   (leaky_relu, elu, softplus) or through the kept Z in K (gelu, silu); gb (c,) += the  \
+   column sums of the new D, row by row */                                              \
+FP_DISPATCH static void fp_deriv_ext_##SUF(T *D, const T *A, const T *K, ptrdiff_t n,   \
+                                           ptrdiff_t c, ptrdiff_t ld, int act, T *gb) { \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+        T *d = D + i * ld;                                                              \
+        const T *a = A + i * ld;                                                        \
+        const T *z = K + i * ld;                                                        \
+        if (act == FP_ACT_LEAKY_RELU)                                                   \
+            FP_DERIV_COLSUM_ROW(T, a[j] > 0 ? d[j] : (T)0.01 * d[j])                    \
+        else if (act == FP_ACT_ELU) /* f' = f + 1 on the negative side */               \
+            FP_DERIV_COLSUM_ROW(T, a[j] > 0 ? d[j] : d[j] * (a[j] + (T)1))              \
+        else if (act == FP_ACT_SOFTPLUS) /* f' = s(z) = 1 - e^-f */                     \
+            FP_DERIV_COLSUM_ROW_SCALAR(T, d[j] * -fp_expm1_##SUF(-a[j]))                \
+        else if (act == FP_ACT_GELU)                                                    \
+            FP_DERIV_COLSUM_ROW_SCALAR(T, d[j] * fp_gelu_deriv_##SUF(z[j]))             \
+        else /* FP_ACT_SILU */                                                          \
+            FP_DERIV_COLSUM_ROW_SCALAR(T, d[j] * fp_silu_deriv_##SUF(z[j]))             \
+    }                                                                                   \
+}
+
+FP_DEFINE_LAYER_EXT_LOOPS(float, f)
+FP_DEFINE_LAYER_EXT_LOOPS(double, d)
+
 #endif

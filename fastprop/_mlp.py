@@ -93,7 +93,8 @@ class MLPEstimator(
             "array-like",
             Interval(Integral, 1, None, closed="left"),
         ],
-        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu", "leaky_relu",
+                                   "elu", "softplus", "gelu", "silu"})],
         "solver": [StrOptions({"lbfgs", "sgd", "adam", "rmsprop", "adamw"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "batch_size": [
@@ -201,7 +202,9 @@ class MLPEstimator(
         else:
             self.out_activation_ = "logistic"
 
-        # Glorot uniform, drawn in scikit-learn's order from the same random state
+        # Glorot uniform, drawn in scikit-learn's order from the same random state; the
+        # factor is 2 for 'logistic' only, 6 for every other activation (the new ones
+        # too), as scikit-learn's rule gives
         coefs, intercepts = [], []
         for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
             factor = 2.0 if self.activation == "logistic" else 6.0
@@ -931,7 +934,15 @@ class MLPClassifier(ClassifierMixin, MLPEstimator):
     Parameters
     ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
-    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu', \
+'softplus', 'gelu', 'silu'}, default='relu'
+        The hidden layers' activation. The first four are scikit-learn's; fastprop adds
+        ``'leaky_relu'`` (z for z > 0, else 0.01 z), ``'elu'`` (z for z > 0, else
+        e^z - 1), ``'softplus'`` (log(1 + e^z)), ``'gelu'`` (the exact
+        0.5 z (1 + erf(z / sqrt 2))) and ``'silu'`` (z / (1 + e^-z)). The initial
+        weights are Glorot-uniform with scikit-learn's factor: 2 for ``'logistic'``, 6
+        for every other activation, the new ones included. Models with the new
+        activations cannot be converted with ``to_sklearn`` (ValueError).
     solver : {'lbfgs', 'sgd', 'adam', 'rmsprop', 'adamw'}, default='adam'
         'rmsprop' and 'adamw' are fastprop's (scikit-learn has neither), as PyTorch's
         ``RMSprop`` and ``AdamW``; both use ``learning_rate_init`` and ``epsilon``

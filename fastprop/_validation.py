@@ -10,7 +10,11 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
+ACTIVATIONS = ("identity", "logistic", "tanh", "relu", "leaky_relu", "elu", "softplus",
+               "gelu", "silu")
+# the hidden activations whose derivative is not a function of A = f(Z): the forward pass
+# keeps their pre-activation Z for the backward pass
+KEEPS_Z = ("gelu", "silu")
 # loss name -> output activation it fixes (as scikit-learn's MLP pairs them)
 LOSSES = {
     "squared_error": "identity",

@@ -20,7 +20,14 @@ skl2onnx's are not:
   (ZipMap takes float only: fastprop casts the probabilities for it), and onnxruntime
   has no double kernel for the ``Binarizer`` of its multilabel graph (fastprop compares
   with ``Greater``);
-- multilabel classifiers, whose labels fastprop computes as ``p > 0.5``, as ``predict``.
+- multilabel classifiers, whose labels fastprop computes as ``p > 0.5``, as ``predict``;
+- the hidden activations scikit-learn does not have, written with operators of every
+  opset skl2onnx targets: ``leaky_relu`` as ``Max(z, 0.01 z)``, ``elu`` as
+  ``Relu(z) + Exp(Min(z, 0)) - 1``, ``softplus`` as ``Relu(z) + Log(1 + Exp(-|z|))``
+  (the stable form), ``gelu`` as ``0.5 z (1 + Erf(z / sqrt 2))`` (the Gelu operator
+  needs opset 20) and ``silu`` as ``z Sigmoid(z)``. onnxruntime runs them all in float
+  and all but gelu in double: its CPU provider has no double ``Erf`` (nor ``Elu``), so
+  a float64 gelu graph, valid ONNX, needs another runtime (``onnx.reference`` runs it).
 
 Classifier options are skl2onnx's (``zipmap``: True, False or 'columns'; ``nocl``;
 ``output_class_labels``), but ``zipmap`` defaults to False: the outputs are then the
@@ -70,6 +77,8 @@ CLASSIFIER_OPTIONS = {
 }
 
 _HIDDEN_OPS = {"logistic": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
+# scikit-learn's hidden activations: the others have no place in skl2onnx's graphs
+_SKLEARN_ACTIVATIONS = ("identity", "logistic", "tanh", "relu")
 _OUTPUT_OPS = {"logistic": "Sigmoid", "exp": "Exp", "softmax": "Softmax"}
 
 
@@ -95,16 +104,67 @@ def _skl2onnx_classifier_is_right(scope, model):
     labels are argmax of the probabilities over integer or string classes."""
     classes = np.asarray(model.classes_)
     return (not _double(model) and not _multilabel(model)
+            and model.activation in _SKLEARN_ACTIVATIONS
             and not _options(scope, model)["nocl"]
             and (classes.dtype.kind in "iu" or classes.dtype.kind in "UO"))
 
 
 def _skl2onnx_regressor_is_right(model):
     return (not _double(model) and model.out_activation_ == "identity"
-            and model.n_outputs_ == 1)
+            and model.activation in _SKLEARN_ACTIVATIONS and model.n_outputs_ == 1)
 
 
 # -- the graph -----------------------------------------------------------------------------
+
+def _node(scope, container, op, inputs, **attrs):
+    """One node; returns the name of its output."""
+    out = scope.get_unique_variable_name(op.lower())
+    container.add_node(op, inputs, [out], name=scope.get_unique_operator_name(op), **attrs)
+    return out
+
+
+def _constant(scope, container, proto, value):
+    name = scope.get_unique_variable_name("constant")
+    container.add_initializer(name, proto, [], [value])
+    return name
+
+
+def _extra_hidden_activation(scope, container, z, activation, proto):
+    """fastprop's own hidden activations, from operators of every opset (see the
+    module docstring); returns the output's name."""
+    def const(value):
+        return _constant(scope, container, proto, value)
+
+    if activation == "leaky_relu":
+        # max(z, 0.01 z) is z for z > 0, 0.01 z otherwise
+        return _node(scope, container, "Max",
+                     [z, _node(scope, container, "Mul", [z, const(0.01)])])
+    if activation == "elu":
+        # max(z, 0) + e^min(z, 0) - 1: z for z > 0, e^z - 1 otherwise (onnxruntime has
+        # no double Elu)
+        negative = _node(scope, container, "Sub", [
+            _node(scope, container, "Exp", [
+                _node(scope, container, "Min", [z, const(0.0)])]), const(1.0)])
+        return _node(scope, container, "Add", [_node(scope, container, "Relu", [z]),
+                                               negative])
+    if activation == "softplus":
+        # max(z, 0) + log(1 + e^-|z|)
+        tail = _node(scope, container, "Exp", [
+            _node(scope, container, "Neg", [_node(scope, container, "Abs", [z])])])
+        tail = _node(scope, container, "Log", [
+            _node(scope, container, "Add", [tail, const(1.0)])])
+        return _node(scope, container, "Add", [_node(scope, container, "Relu", [z]), tail])
+    if activation == "gelu":
+        # 0.5 z (1 + erf(z / sqrt 2))
+        erf = _node(scope, container, "Erf", [
+            _node(scope, container, "Mul", [z, const(float(np.sqrt(0.5)))])])
+        half_z = _node(scope, container, "Mul", [z, const(0.5)])
+        return _node(scope, container, "Mul", [
+            half_z, _node(scope, container, "Add", [erf, const(1.0)])])
+    if activation == "silu":
+        return _node(scope, container, "Mul", [z, _node(scope, container, "Sigmoid", [z])])
+    raise ValueError(f"activation={activation!r} cannot be exported to ONNX.")
+
 
 def _forward(scope, container, model, input_name):
     """The network's output, after the output activation, in the model's dtype."""
@@ -128,6 +188,9 @@ def _forward(scope, container, model, input_name):
         container.add_node("Add", [product, b_name], [z],
                            name=scope.get_unique_operator_name("Add"))
         last = i == n_layers - 1
+        if not last and model.activation not in _SKLEARN_ACTIVATIONS:
+            current = _extra_hidden_activation(scope, container, z, model.activation, proto)
+            continue
         op = _OUTPUT_OPS.get(model.out_activation_) if last else _HIDDEN_OPS.get(
             model.activation)
         if op is None:  # identity

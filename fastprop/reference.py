@@ -41,9 +41,12 @@ logits directly (log-softmax, ``log(1 + e^z)``), which is exact where scikit-lea
 clipping is inactive and finite everywhere.
 """
 
-import numpy as np
+import math
 
-from ._validation import LOSSES, check_forward_args, check_loss_args
+import numpy as np
+from scipy.special import erfc
+
+from ._validation import KEEPS_Z, LOSSES, check_forward_args, check_loss_args
 
 __all__ = [
     "loss_and_gradients",
@@ -61,6 +64,8 @@ __all__ = [
 
 
 # -- activations: f(Z) and f'(Z) written in terms of A = f(Z) -------------------------
+# (gelu and silu are not monotone: their f' is not a function of A, and is written in
+# terms of Z, which the passes below keep for them)
 
 def _activate(Z, name):
     if name == "identity":
@@ -72,6 +77,21 @@ def _activate(Z, name):
     if name == "logistic":
         # 1 / (1 + e^-z), evaluated without overflow for large |z|
         return np.exp(-np.logaddexp(0, -Z)).astype(Z.dtype, copy=False)
+    if name == "leaky_relu":
+        return np.where(Z > 0, Z, 0.01 * Z)
+    if name == "elu":
+        # e^z - 1 on the negative side (expm1: no cancellation near 0)
+        return np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
+    if name == "softplus":
+        # log(1 + e^z) = max(z, 0) + log1p(e^-|z|), finite for every finite z
+        return np.maximum(Z, 0) + np.log1p(np.exp(-np.abs(Z)))
+    if name == "gelu":
+        # the exact form 0.5 z (1 + erf(z / sqrt 2)), written with erfc(-z / sqrt 2) =
+        # 1 + erf(z / sqrt 2), which does not cancel for negative z
+        return 0.5 * Z * erfc(-Z * _SQRT1_2)
+    if name == "silu":
+        # z / (1 + e^-z) = z s(z)
+        return Z * _activate(Z, "logistic")
     if name == "exp":
         return np.exp(Z)
     if name == "softmax":
@@ -80,8 +100,13 @@ def _activate(Z, name):
     raise ValueError(name)
 
 
-def _derivative(A, name):
-    """f'(Z) expressed through A = f(Z), as backpropagation uses it."""
+_SQRT1_2 = math.sqrt(0.5)                  # 1 / sqrt(2)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)  # the standard normal density at 0
+
+
+def _derivative(A, Z, name):
+    """f'(Z) expressed through A = f(Z), as backpropagation uses it; through Z itself
+    for gelu and silu (``Z`` may be None for the others)."""
     if name == "identity":
         return np.ones_like(A)
     if name == "relu":
@@ -90,7 +115,38 @@ def _derivative(A, name):
         return 1 - A**2
     if name == "logistic":
         return A * (1 - A)
+    if name == "leaky_relu":
+        return np.where(A > 0, 1, 0.01).astype(A.dtype)
+    if name == "elu":
+        # f' = e^z = f + 1 on the negative side
+        return np.where(A > 0, 1, A + 1).astype(A.dtype)
+    if name == "softplus":
+        # f' = s(z) = 1 - e^-f
+        return -np.expm1(-A)
+    if name == "gelu":
+        # Phi(z) + z phi(z), Phi and phi the standard normal cdf and density
+        return 0.5 * erfc(-Z * _SQRT1_2) + Z * np.exp(-0.5 * Z * Z) * _INV_SQRT_2PI
+    if name == "silu":
+        # s(z) (1 + z (1 - s(z)))
+        s = _activate(Z, "logistic")
+        return s * (1 + Z * (1 - s))
     raise ValueError(name)
+
+
+def _hidden_layers(coefs, intercepts, X, activation, masks=None):
+    """The hidden layers' outputs A = [X, A_1, ..., A_{L-1}] and, for the activations
+    whose derivative needs them (gelu, silu), their pre-activations
+    Z = [None, Z_1, ..., Z_{L-1}] (None entries otherwise). With dropout ``masks`` (one
+    multiplier array or None per hidden layer), layer l + 1 reads A_l * M_l; A_l is
+    returned without its mask."""
+    A, Z = [X], [None]
+    inp = X
+    for l in range(len(coefs) - 1):
+        Z_l = inp @ coefs[l] + intercepts[l]
+        A.append(_activate(Z_l, activation))
+        Z.append(Z_l if activation in KEEPS_Z else None)
+        inp = A[-1] if masks is None or masks[l] is None else A[-1] * masks[l]
+    return A, Z
 
 
 def _data_loss_per_sample(Z, Y, loss, huber_delta=1.0):
@@ -168,15 +224,13 @@ def input_gradients(coefs, intercepts, X, *, activation, loss):
         coefs, intercepts, X, activation, loss
     )
     L = len(coefs)
-    A = [X]
-    for l in range(L - 1):
-        A.append(_activate(A[-1] @ coefs[l] + intercepts[l], activation))
+    A, Z = _hidden_layers(coefs, intercepts, X, activation)
     P = _activate(A[-1] @ coefs[-1] + intercepts[-1], LOSSES[loss])
     out = np.empty((X.shape[0], P.shape[1], X.shape[1]), dtype=dtype)
     for k in range(P.shape[1]):
         delta = _output_jacobian(P, loss, k)
         for l in range(L - 1, 0, -1):
-            delta = (delta @ coefs[l].T) * _derivative(A[l], activation)
+            delta = (delta @ coefs[l].T) * _derivative(A[l], Z[l], activation)
         out[:, k, :] = delta @ coefs[0].T
     return out
 
@@ -202,8 +256,11 @@ def loss_and_gradients(
         The layers, as scikit-learn's ``coefs_`` / ``intercepts_``.
     X : array of shape (n_samples, n_features)
     Y : array of shape (n_samples, n_outputs)
-    activation : {'identity', 'logistic', 'tanh', 'relu'}
-        Activation of the hidden layers.
+    activation : {'identity', 'logistic', 'tanh', 'relu', 'leaky_relu', 'elu', \
+'softplus', 'gelu', 'silu'}
+        Activation of the hidden layers: ``leaky_relu`` is z for z > 0, else 0.01 z;
+        ``elu`` z for z > 0, else e^z - 1; ``softplus`` log(1 + e^z); ``gelu`` the
+        exact 0.5 z (1 + erf(z / sqrt 2)); ``silu`` z / (1 + e^-z).
     loss : {'squared_error', 'poisson', 'log_loss', 'binary_log_loss', 'huber', \
             'absolute_error'}
         The loss; it fixes the output activation (see the module docstring).
@@ -225,6 +282,14 @@ def loss_and_gradients(
         coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
         huber_delta=huber_delta,
     )
+    return _loss_and_gradients(coefs, intercepts, X, Y, None, activation, loss, alpha,
+                               sample_weight, huber_delta, dtype)
+
+
+def _loss_and_gradients(coefs, intercepts, X, Y, masks, activation, loss, alpha,
+                        sample_weight, huber_delta, dtype):
+    """``loss_and_gradients`` on checked arguments; ``masks``: None, or one dropout
+    multiplier array (or None) per hidden layer (``dropout_loss_and_gradients``)."""
     with np.errstate(over="ignore"):
         # in the arrays' dtype, as the kernels read it (beyond float32's range: infinity)
         huber_delta = dtype.type(huber_delta)
@@ -233,10 +298,12 @@ def loss_and_gradients(
     s = w.sum(dtype=np.float64)
     L = len(coefs)
 
-    # Forward pass: keep every layer's output A_l for the backward pass.
-    A = [X]
-    for l in range(L - 1):
-        A.append(_activate(A[-1] @ coefs[l] + intercepts[l], activation))
+    # Forward pass: keep every layer's output A_l for the backward pass (and Z_l, for
+    # gelu and silu). With dropout, F_l = f(Z_l) is kept for f' and the next layer
+    # reads A_l = F_l * M_l.
+    F, Z = _hidden_layers(coefs, intercepts, X, activation, masks)
+    A = [X] + [F[l] if masks is None or masks[l - 1] is None else F[l] * masks[l - 1]
+               for l in range(1, L)]
     Z_out = A[-1] @ coefs[-1] + intercepts[-1]
     P = _activate(Z_out, LOSSES[loss])
 
@@ -264,8 +331,11 @@ def loss_and_gradients(
         coef_grads[l] = ((A[l].T @ delta + alpha * coefs[l]) / s).astype(dtype, copy=False)
         intercept_grads[l] = (delta.sum(axis=0) / s).astype(dtype, copy=False)
         if l > 0:
-            # chain rule through Z_l = A_{l-1} W_l + b_l and A_{l-1} = f(Z_{l-1})
-            delta = (delta @ coefs[l].T) * _derivative(A[l], activation)
+            # chain rule through Z_l = A_{l-1} W_l + b_l and A_{l-1} = f(Z_{l-1}) (times
+            # the mask M_{l-1}, a constant, with dropout)
+            delta = (delta @ coefs[l].T) * _derivative(F[l], Z[l], activation)
+            if masks is not None and masks[l - 1] is not None:
+                delta = delta * masks[l - 1]
     return value, coef_grads, intercept_grads
 
 
@@ -334,7 +404,8 @@ def dropout_masks(seed, batch, rates, n_rows, hidden_sizes, dtype=np.float64):
 
 
 def dropout_loss_and_gradients(
-    coefs, intercepts, X, Y, masks, *, activation, loss, alpha=0.0, sample_weight=None
+    coefs, intercepts, X, Y, masks, *, activation, loss, alpha=0.0, sample_weight=None,
+    huber_delta=1.0,
 ):
     """``loss_and_gradients`` of a training minibatch with dropout: hidden layer l's
     outputs are f(Z_l) * masks[l] (each an array (n_samples, units) of multipliers, as
@@ -344,7 +415,8 @@ def dropout_loss_and_gradients(
         delta_{l-1} = (delta_l W_l^T) * M_{l-1} * f'(Z_{l-1})
     """
     coefs, intercepts, X, Y, sample_weight, sizes, dtype = check_loss_args(
-        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight
+        coefs, intercepts, X, Y, activation, loss, alpha, sample_weight,
+        huber_delta=huber_delta,
     )
     L = len(coefs)
     if len(masks) != L - 1:
@@ -354,36 +426,8 @@ def dropout_loss_and_gradients(
     for M, h in zip(masks, sizes[1:-1]):
         if M is not None and M.shape != (n_samples, h):
             raise ValueError(f"a mask must have shape {(n_samples, h)}, got {M.shape}.")
-    w = np.ones(n_samples, dtype=dtype) if sample_weight is None else sample_weight
-    s = w.sum(dtype=np.float64)
-
-    # Forward pass: F[l] = f(Z_l) before the mask (for f'), A[l + 1] = F[l] * M_l.
-    A = [X]
-    F = []
-    for l in range(L - 1):
-        F.append(_activate(A[-1] @ coefs[l] + intercepts[l], activation))
-        A.append(F[-1] if masks[l] is None else F[-1] * masks[l])
-    Z_out = A[-1] @ coefs[-1] + intercepts[-1]
-    P = _activate(Z_out, LOSSES[loss])
-
-    data = (w * _data_loss_per_sample(Z_out, Y, loss)).sum(dtype=np.float64) / s
-    penalty = 0.5 * alpha * sum(float((W.astype(np.float64) ** 2).sum()) for W in coefs) / s
-    value = dtype.type(data + penalty)
-
-    if loss == "log_loss":
-        delta = (P * Y.sum(axis=1, keepdims=True) - Y) * w[:, None]
-    else:
-        delta = (P - Y) * w[:, None]
-    coef_grads = [None] * L
-    intercept_grads = [None] * L
-    for l in range(L - 1, -1, -1):
-        coef_grads[l] = ((A[l].T @ delta + alpha * coefs[l]) / s).astype(dtype, copy=False)
-        intercept_grads[l] = (delta.sum(axis=0) / s).astype(dtype, copy=False)
-        if l > 0:
-            delta = (delta @ coefs[l].T) * _derivative(F[l - 1], activation)
-            if masks[l - 1] is not None:
-                delta = delta * masks[l - 1]
-    return value, coef_grads, intercept_grads
+    return _loss_and_gradients(coefs, intercepts, X, Y, masks, activation, loss, alpha,
+                               sample_weight, huber_delta, dtype)
 
 
 # -- optimizer updates over one flat parameter vector ----------------------------------

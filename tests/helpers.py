@@ -175,6 +175,19 @@ def _act(Z, name):
         return np.exp(Z)
     if name == "softmax":
         return softmax(Z, axis=1)
+    # fastprop's own activations, from their formulas (independent of the reference)
+    if name == "leaky_relu":
+        return np.where(Z > 0, Z, 0.01 * Z)
+    if name == "elu":
+        return np.where(Z > 0, Z, np.expm1(np.minimum(Z, 0)))
+    if name == "softplus":
+        return np.logaddexp(0, Z)
+    if name == "gelu":
+        from scipy.special import erf
+
+        return 0.5 * Z * (1 + erf(Z / np.sqrt(2)))
+    if name == "silu":
+        return Z * expit(Z)
     raise ValueError(name)
 
 

@@ -41,33 +41,39 @@ rng = np.random.RandomState(0)
 X = rng.randn(1500, 100)
 y = rng.randint(0, 3, len(X))
 Xs = sp.csr_matrix(np.where(np.abs(X) > 1.2, X, 0.0))
-cases = [
-    ("whole", (64,), 32, "adam", False, False),
-    ("rows", (256,), 256, "adam", False, False),       # 4 parts
-    ("rows", (128, 64), 200, "sgd", False, False),     # 3 parts, nesterov momentum
-    ("units", (512, 512), 100, "adam", False, False),  # 4 parts
-    ("units", (1024,), 64, "sgd", False, False),       # 2 parts
-    ("rows", (256,), 512, "adam", True, False),        # sparse, by rows
-    ("lbfgs", (128,), 200, "lbfgs", False, False),     # blocks in halves
-    ("regress", (256,), 256, "adam", False, True),
-    ("rows", (128, 64), 200, "rmsprop", False, False), # 3 parts
-    ("units", (512, 512), 100, "adamw", False, False), # 4 parts
-    ("rows", (256,), 512, "adamw", True, False),       # sparse, by rows
-    ("huber", (256,), 256, "adam", False, {"loss": "huber", "huber_delta": 0.5}),  # rows
-    ("huber", (1024,), 64, "sgd", False, {"loss": "huber", "huber_delta": 0.5}),   # units
-    ("rows", (128, 64), 200, "sgd", False, False, 0.2),          # dropout, 3 parts
-    ("units", (512, 512), 100, "adam", False, False, (0.3, 0.1)),  # dropout, 4 parts
-    ("rows", (256,), 512, "adam", True, False, 0.5),             # dropout, sparse
+cases = [  # kind, hidden, batch, solver, sparse X, regressor, the options beyond these
+    ("whole", (64,), 32, "adam", False, False, {}),
+    ("rows", (256,), 256, "adam", False, False, {}),        # 4 parts
+    ("rows", (128, 64), 200, "sgd", False, False, {}),      # 3 parts, nesterov momentum
+    ("units", (512, 512), 100, "adam", False, False, {}),   # 4 parts
+    ("units", (1024,), 64, "sgd", False, False, {}),        # 2 parts
+    ("rows", (256,), 512, "adam", True, False, {}),         # sparse, by rows
+    ("lbfgs", (128,), 200, "lbfgs", False, False, {}),      # blocks in halves
+    ("regress", (256,), 256, "adam", False, True, {}),
+    ("rows", (128, 64), 200, "rmsprop", False, False, {}),  # 3 parts
+    ("units", (512, 512), 100, "adamw", False, False, {}),  # 4 parts
+    ("rows", (256,), 512, "adamw", True, False, {}),        # sparse, by rows
+    ("rows", (256,), 256, "adam", False, True, {"loss": "huber", "huber_delta": 0.5}),
+    ("units", (1024,), 64, "sgd", False, True, {"loss": "huber", "huber_delta": 0.5}),
+    ("rows", (128, 64), 200, "sgd", False, False, {"dropout": 0.2}),        # 3 parts
+    ("units", (512, 512), 100, "adam", False, False, {"dropout": (0.3, 0.1)}),
+    ("rows", (256,), 512, "adam", True, False, {"dropout": 0.5}),           # sparse
+    ("units", (512, 512), 100, "adam", False, False, {"activation": "gelu"}),  # keeps Z
+    ("rows", (128, 64), 200, "sgd", False, False, {"activation": "gelu"}),
+    ("units", (1024,), 64, "sgd", False, False, {"activation": "leaky_relu"}),
+    ("rows", (256,), 256, "adam", False, False, {"activation": "softplus"}),
+    ("units", (512, 512), 100, "adam", False, False,
+     {"activation": "silu", "dropout": 0.3, "max_grad_norm": 1.0}),
+    ("rows", (256,), 256, "rmsprop", False, False,
+     {"activation": "elu", "dropout": 0.2, "max_grad_norm": 0.5}),
 ]
 out = []
 for dtype in (np.float32, np.float64):
-    for kind, hidden, batch, solver, sparse, regress, *dropout in cases:
+    for kind, hidden, batch, solver, sparse, regress, options in cases:
         Xd = (Xs if sparse else X).astype(dtype)
         est = (MLPRegressor if regress else MLPClassifier)(
             hidden_layer_sizes=hidden, batch_size=batch, solver=solver, max_iter=3,
-            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0,
-            dropout=dropout[0] if dropout else 0.0,
-            **(regress if isinstance(regress, dict) else {}))
+            random_state=0, nesterovs_momentum=True, momentum=0.9, tol=0, **options)
         est.fit(Xd, X[:, 0] if regress else y)
         sizes = np.array([100, *hidden, 1 if regress else 3], dtype=np.intp)
         part = (_kernels.epoch_partition(sizes, batch, Xd.nnz, Xd.shape[0]) if sparse

@@ -109,7 +109,7 @@ BAD_CALLS = [
      _set(sample_weight=np.ones(6, np.float32))),
     ("int weights", TypeError, "sample_weight must have dtype float32 or float64",
      _set(sample_weight=np.ones(6, np.int64))),
-    ("unknown activation", ValueError, "activation must be one of", _set(activation="softplus")),
+    ("unknown activation", ValueError, "activation must be one of", _set(activation="swish")),
     ("unknown loss", ValueError, "loss must be one of", _set(loss="hinge")),
     ("loss None", ValueError, "loss must be one of", _set(loss=None)),
     ("negative alpha", ValueError, "alpha must be a finite real number >= 0", _set(alpha=-0.1)),
@@ -144,7 +144,7 @@ FORWARD_BAD_CALLS = [
      dict(X=np.zeros((4, 2)))),
     ("X dtype", TypeError, "X must have the layers' dtype float64", dict(X=np.zeros((4, 3), np.float32))),
     ("X 1-D", ValueError, "X must be a 2-D", dict(X=np.zeros(3))),
-    ("unknown activation", ValueError, "activation must be one of", dict(activation="elu")),
+    ("unknown activation", ValueError, "activation must be one of", dict(activation="swish")),
     ("unknown loss", ValueError, "loss must be one of", dict(loss="quantile")),
     ("mixed layers", TypeError, "share one dtype",
      dict(intercepts=[np.zeros(4, np.float32), np.zeros(2)])),
@@ -347,7 +347,7 @@ case("lg sizes negative", lambda: lg(sizes=np.array([3, -4, 2], dtype=np.intp)))
 case("lg sizes huge", lambda: lg(sizes=np.array([3, 2**40, 2], dtype=np.intp)))
 case("lg sizes bigger than buffers", lambda: lg(sizes=np.array([3, 40, 2], dtype=np.intp)))
 case("lg activation -1", lambda: lg(activation=-1))
-case("lg activation 4", lambda: lg(activation=4))
+case("lg activation 9", lambda: lg(activation=9))
 case("lg loss -1", lambda: lg(loss=-1))
 case("lg loss 6", lambda: lg(loss=6))  # one past the last code (absolute_error, 5)
 case("lg mixed dtypes", lambda: lg(params=PARAMS.astype(np.float32)), (ValueError, TypeError))
@@ -419,7 +419,7 @@ case("te weights short", lambda: te(sample_weight=np.ones(N - 1)))
 case("te weights long", lambda: te(sample_weight=np.ones(N + 1)))
 case("te sizes 1 entry", lambda: te(sizes=np.array([3], dtype=np.intp)))
 case("te sizes negative", lambda: te(sizes=np.array([3, -1, 2], dtype=np.intp)))
-case("te activation 4", lambda: te(activation=4))
+case("te activation 9", lambda: te(activation=9))
 case("te loss 7", lambda: te(loss=7))
 case("te mixed dtypes", lambda: te(state_1=np.zeros(NP, np.float32)), (ValueError, TypeError))
 case("te split acts short", split(lambda: te(acts=np.empty(SWORK - 1), deltas=np.empty(SWORK),

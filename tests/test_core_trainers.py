@@ -792,7 +792,7 @@ def test_trainer_constructor_errors():
     with pytest.raises(ValueError, match="solver must be"):
         core.Trainer(sizes, "tanh", "log_loss", good, "lbfgs")
     with pytest.raises(ValueError, match="activation must be one of"):
-        core.Trainer(sizes, "softplus", "log_loss", good, "adam")
+        core.Trainer(sizes, "swish", "log_loss", good, "adam")
     with pytest.raises(ValueError, match="loss must be one of"):
         core.Trainer(sizes, "tanh", "hinge", good, "adam")
     with pytest.raises(ValueError, match="params must be 1-D of length 26"):

@@ -101,6 +101,11 @@ def test_mask_arguments():
 
 # -- the reference's gradient with fixed masks -------------------------------------------
 
+# the activations after ReLU take their derivative through the restored outputs, or the
+# kept pre-activations (gelu, silu)
+ALL_ACTIVATIONS = ACTIVATIONS + ("leaky_relu", "elu", "softplus", "gelu", "silu")
+
+
 def _masks(rng, rates, n, hidden, dtype=np.float64):
     """Random fixed masks (the formula does not depend on how they were drawn)."""
     out = []
@@ -110,12 +115,12 @@ def _masks(rng, rates, n, hidden, dtype=np.float64):
     return out
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
 @pytest.mark.parametrize("loss", ["squared_error", "poisson", "log_loss", "binary_log_loss"])
 def test_reference_gradient_matches_finite_differences(activation, loss):
     sizes = [3, 5, 4, 3 if loss == "log_loss" else 2]
     p = make_problem(n_samples=6, sizes=sizes, activation=activation, loss=loss, alpha=0.3,
-                     weighted=True, seed=11, relu_margin=0.05 if activation == "relu" else None)
+                     weighted=True, seed=11, relu_margin=0.05 if activation in ("relu", "leaky_relu", "elu") else None)
     masks = _masks(np.random.default_rng(3), [0.4, 0.25], 6, sizes[1:-1])
     kw = dict(activation=activation, loss=loss, alpha=p.alpha, sample_weight=p.sample_weight)
     value, cg, ig = reference.dropout_loss_and_gradients(p.coefs, p.intercepts, p.X, p.Y,
@@ -186,7 +191,7 @@ EPOCHS = {
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
 @pytest.mark.parametrize("kind,sparse", [  # sparse minibatches are never cut by units
     ("whole", False), ("rows", False), ("units", False), ("whole", True), ("rows", True),
 ], ids=["whole-dense", "rows-dense", "units-dense", "whole-csr", "rows-csr"])
@@ -220,7 +225,7 @@ def test_epoch_matches_reference_sgd(dtype, activation, kind, sparse, shuffled):
     assert not np.allclose(plain, got)
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("activation", ALL_ACTIVATIONS)
 def test_partitions_draw_the_same_masks(activation):
     # the same epoch cut three ways: the same model up to the order of the sums
     sizes, n, batch_size, _ = EPOCHS["rows"]

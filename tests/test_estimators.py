@@ -1459,6 +1459,7 @@ def test_nonfinite_params_float32():
 # 15. parameter validation
 # =========================================================================================
 
+# the values of scikit-learn's parameters that only fastprop accepts
 INVALID_PARAMS = [
     (MLPClassifier, dict(activation="foo")),
     (MLPClassifier, dict(solver="newton")),

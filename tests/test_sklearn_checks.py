@@ -68,6 +68,8 @@ def _expected_failures(estimator):
     MLPRegressor(loss="absolute_error", max_iter=100),
     MLPClassifier(max_iter=100, dropout=0.2),
     MLPRegressor(max_iter=100, hidden_layer_sizes=(20, 10), dropout=(0.2, 0.1)),
+    MLPClassifier(max_iter=100, activation="gelu"),
+    MLPRegressor(max_iter=100, activation="leaky_relu"),
     *CALLBACK_ESTIMATORS,
 ], expected_failed_checks=_expected_failures)
 def test_sklearn_compatible_estimator(estimator, check):

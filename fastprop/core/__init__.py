@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._validation import (
+    KEEPS_Z,
     check_activation_loss,
     check_adam_hyper,
     check_adamw_hyper,
@@ -95,6 +96,16 @@ def block_rows(sizes, n_samples):
     return int(max(1, min(n_samples, max(64, _BLOCK_ENTRIES // width))))
 
 
+def work_len(sizes, rows, activation):
+    """Entries of an activation (or delta) workspace for blocks of ``rows`` rows:
+    A_1..A_L, and for the activations that keep their pre-activation (gelu, silu) the
+    hidden layers' Z_1..Z_{L-1} after them (Net.z_shift in the kernels)."""
+    width = int(sum(sizes[1:]))
+    if activation in KEEPS_Z:
+        width += int(sum(sizes[1:-1]))
+    return rows * width
+
+
 def n_params(sizes):
     """Length of the flat parameter vector of a network with these layer sizes."""
     return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sum(sizes[1:]))
@@ -156,7 +167,7 @@ class LossGradient:
         # blocks of split_rows(rows) > 0 are cut in halves: two half-workspaces and a
         # second gradient buffer
         half = _kernels.split_rows(self.rows)
-        work = (2 * half if half else self.rows) * int(sum(sizes[1:]))
+        work = (2 if half else 1) * work_len(sizes, half if half else self.rows, activation)
         n_p = n_params(sizes)
         self.grads = np.empty(n_p, dtype=self.dtype)
         # ``scratch``: (params, grads2, acts, deltas) of an earlier object to reuse when
@@ -251,7 +262,7 @@ def forward_flat(params, sizes, X, *, activation, loss):
     if n == 0:
         return out
     rows = block_rows(sizes, n)
-    acts = np.empty(rows * int(sum(sizes[1:])), dtype=params.dtype)
+    acts = np.empty(work_len(sizes, rows, activation), dtype=params.dtype)
     args = (_sizes_array(sizes), ACTIVATION_CODES[activation], LOSS_CODES[loss], params)
     if sp.issparse(X):
         _kernels.forward_csr(*args, *csr_parts(X), out, acts, rows)
@@ -279,7 +290,7 @@ def input_gradients_flat(params, sizes, X, *, activation, loss):
     if n == 0:
         return out
     rows = block_rows(sizes, n)
-    work = rows * int(sum(sizes[1:]))
+    work = work_len(sizes, rows, activation)
     acts = np.empty(work, dtype=params.dtype)
     deltas = np.empty(work, dtype=params.dtype)
     colsum = np.empty(max([1, *sizes[1:-1]]), dtype=params.dtype)
@@ -476,7 +487,8 @@ class Trainer:
         # is the max of all needs.
         sizes, dt = self.sizes, self.dtype
         kind, parts, rows = partition
-        work = (parts * rows if kind == "rows" else batch_size) * int(sum(sizes[1:]))
+        work = (parts * work_len(sizes, rows, self.activation) if kind == "rows"
+                else work_len(sizes, batch_size, self.activation))
         n_g2 = (parts - 1) * n_params(sizes) if kind == "rows" else 0
         if self._batch and (batch_size <= self._batch and work <= self._acts.shape[0]
                             and n_g2 <= self._grads2.shape[0]):

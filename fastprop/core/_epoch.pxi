@@ -410,7 +410,8 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                               <floating> 0.0, Z + lo, <int> n_o)
                         _bias_activation_cols(Z + lo, n_o, params + net.b_off[l] + lo,
                                               nb, hi - lo,
-                                              net.activation if l < L - 1 else ACT_IDENTITY)
+                                              net.activation if l < L - 1 else ACT_IDENTITY,
+                                              net.z_shift)
                         if _drops(net, l):
                             _dropout_cols(net, l, Z + lo, n_o, nb, hi - lo, b, 0, lo)
                     h += nt
@@ -466,7 +467,8 @@ cdef void _units_worker(Epoch* e, floating* params, int tid, int nt) noexcept no
                             else:
                                 _derivative_colsum(D_prev + lo, A_prev + lo, nb, hi - lo,
                                                    n_in, net.activation,
-                                                   grads + net.b_off[l - 1] + lo)
+                                                   grads + net.b_off[l - 1] + lo,
+                                                   net.z_shift)
                             # b_{l-1}[lo:hi] was last used in the forward pass
                             if not clip:
                                 _update_segment(params, grads, NULL, state_1, state_2,

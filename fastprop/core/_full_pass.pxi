@@ -355,7 +355,7 @@ cdef void _input_grad_impl(
                       params + net.w_off[l], <int> n_out,
                       <floating> 0.0, deltas + net.a_off[l - 1], <int> n_in)
                 _derivative_colsum(deltas + net.a_off[l - 1], acts + net.a_off[l - 1],
-                                   nb, n_in, n_in, net.activation, colsum)
+                                   nb, n_in, n_in, net.activation, colsum, net.z_shift)
             _gemm(False, True, <int> nb, <int> n_feat, <int> net.sizes[1],
                   <floating> 1.0, deltas, <int> net.sizes[1],
                   params + net.w_off[0], <int> net.sizes[1],

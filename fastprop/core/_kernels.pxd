@@ -13,6 +13,12 @@ cdef extern from "fp_codes.h":
         ACT_LOGISTIC "FP_ACT_LOGISTIC"
         ACT_TANH "FP_ACT_TANH"
         ACT_RELU "FP_ACT_RELU"
+        ACT_LEAKY_RELU "FP_ACT_LEAKY_RELU"    # the activations after ReLU run in loops
+        ACT_ELU "FP_ACT_ELU"                  #   of their own (fp_bias_act_ext,
+        ACT_SOFTPLUS "FP_ACT_SOFTPLUS"        #   fp_deriv_ext)
+        ACT_GELU "FP_ACT_GELU"                # gelu and silu keep their pre-activation
+        ACT_SILU "FP_ACT_SILU"                #   Z (Net.z_shift)
+        ACT_LAST "FP_ACT_LAST"
         LOSS_SQUARED "FP_LOSS_SQUARED"        # identity output
         LOSS_POISSON "FP_LOSS_POISSON"        # exp output
         LOSS_LOG "FP_LOSS_LOG"                # softmax output
@@ -26,6 +32,10 @@ cdef extern from "fp_codes.h":
         PASS_WHOLE "FP_PASS_WHOLE"            # how a pass cuts its minibatches or
         PASS_ROWS "FP_PASS_ROWS"              #   blocks (epoch_partition)
         PASS_UNITS "FP_PASS_UNITS"
+
+cdef extern from "fp_codes.h" nogil:
+    # whether the activation's backward pass reads Z rather than A = f(Z) (gelu, silu)
+    bint _act_keeps_z "FP_ACT_KEEPS_Z"(int act)
 
 cdef extern from "fp_math.h" nogil:
     float fp_sigmoid_f(float x)
@@ -49,6 +59,14 @@ cdef extern from "fp_layer.h" nogil:
                            Py_ssize_t ld, int act, float* gb)
     void fp_deriv_colsum_d(double* D, const double* A, Py_ssize_t n, Py_ssize_t c,
                            Py_ssize_t ld, int act, double* gb)
+    void fp_bias_act_ext_f(float* Z, Py_ssize_t ld, float* K, const float* b,
+                           Py_ssize_t n, Py_ssize_t c, int act)
+    void fp_bias_act_ext_d(double* Z, Py_ssize_t ld, double* K, const double* b,
+                           Py_ssize_t n, Py_ssize_t c, int act)
+    void fp_deriv_ext_f(float* D, const float* A, const float* K, Py_ssize_t n,
+                        Py_ssize_t c, Py_ssize_t ld, int act, float* gb)
+    void fp_deriv_ext_d(double* D, const double* A, const double* K, Py_ssize_t n,
+                        Py_ssize_t c, Py_ssize_t ld, int act, double* gb)
     int fp_copy_check_f(float* dst, const float* src, Py_ssize_t n)
     int fp_copy_check_d(double* dst, const double* src, Py_ssize_t n)
 
@@ -61,6 +79,12 @@ cdef extern from "fp_dropout.h" nogil:
     void fp_dropout_apply_d(double* A, Py_ssize_t ld, Py_ssize_t n, Py_ssize_t c,
                             unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
                             unsigned long long thr, double scale)
+    void fp_dropout_unscale_f(float* D, float* A, Py_ssize_t n, Py_ssize_t c,
+                              Py_ssize_t ld, unsigned long long key, Py_ssize_t r0,
+                              Py_ssize_t j0, unsigned long long thr, double scale)
+    void fp_dropout_unscale_d(double* D, double* A, Py_ssize_t n, Py_ssize_t c,
+                              Py_ssize_t ld, unsigned long long key, Py_ssize_t r0,
+                              Py_ssize_t j0, unsigned long long thr, double scale)
     void fp_dropout_deriv_colsum_f(float* D, const float* A, Py_ssize_t n, Py_ssize_t c,
                                    Py_ssize_t ld, int act, float* gb,
                                    unsigned long long key, Py_ssize_t r0, Py_ssize_t j0,
@@ -165,7 +189,11 @@ cdef struct Net:
     Py_ssize_t* a_off       # L offsets of A_l / delta_l in the workspaces
     Py_ssize_t n_coef       # number of weights (the L2-penalised prefix)
     Py_ssize_t n_params
-    Py_ssize_t work_size    # rows * sum(sizes[1:]): length the workspaces need
+    Py_ssize_t work_size    # rows * sum(sizes[1:]): length the workspaces need, plus
+                            #   rows * sum(sizes[1:-1]) when z_shift > 0
+    Py_ssize_t z_shift      # gelu, silu: where Z_l of the hidden layers sits, after
+                            #   A_l: at A_l + z_shift (z_shift = rows * sum(sizes[1:]));
+                            #   0 for the activations that read A only
     int activation
     int loss
     int n_threads

@@ -18,7 +18,10 @@ Memory layout of a network with L layers and ``sizes = [n_features, h_1, ..., n_
 (scikit-learn's ``_pack`` order): the flat parameter vector holds W_1..W_L (each
 row-major, (sizes[l], sizes[l+1])) followed by b_1..b_L. Gradients use the same layout.
 The activation and delta workspaces hold, for a block of up to ``rows`` samples, the
-layer outputs A_1..A_L (each (rows, sizes[l+1]), row-major) one after another.
+layer outputs A_1..A_L (each (rows, sizes[l+1]), row-major) one after another. For gelu
+and silu, whose derivative needs the pre-activation, the hidden layers' Z_1..Z_{L-1}
+follow, each ``Net.z_shift`` entries after its A_l (``fastprop.core.work_len`` gives the
+length).
 
 Matrix products go to scipy's BLAS. BLAS is column-major; a row-major C = A @ B is the
 column-major C^T = B^T @ A^T, so operands are swapped (as sklearn/utils/_cython_blas.pyx).
@@ -69,7 +72,8 @@ include "_epoch.pxi"
 
 # The codes as fastprop.core passes them (csrc/fp_codes.h defines them once).
 ACTIVATION_CODES = {"identity": ACT_IDENTITY, "logistic": ACT_LOGISTIC, "tanh": ACT_TANH,
-                    "relu": ACT_RELU}
+                    "relu": ACT_RELU, "leaky_relu": ACT_LEAKY_RELU, "elu": ACT_ELU,
+                    "softplus": ACT_SOFTPLUS, "gelu": ACT_GELU, "silu": ACT_SILU}
 LOSS_CODES = {"squared_error": LOSS_SQUARED, "poisson": LOSS_POISSON,
               "log_loss": LOSS_LOG, "binary_log_loss": LOSS_BINARY_LOG,
               "huber": LOSS_HUBER, "absolute_error": LOSS_ABSOLUTE}

@@ -53,13 +53,25 @@ cdef inline void _gemm(
               &beta, c, &ldc)
 
 
+cdef inline bint _keeps_z(int activation) noexcept nogil:
+    """Whether the activation's derivative reads the pre-activation Z (gelu, silu: not a
+    function of A = f(Z)), which the forward pass then keeps."""
+    return _act_keeps_z(activation)
+
+
 cdef void _net_set_rows(Net* net, Py_ssize_t rows) noexcept nogil:
-    """Lay the workspaces out for ``rows`` rows (within the overflow bound that _net_new checked)."""
+    """Lay the workspaces out for ``rows`` rows (within the overflow bound that _net_new
+    checked): A_1..A_L one after another, then, for gelu and silu, Z_1..Z_{L-1} of the
+    hidden layers at the same offsets from ``z_shift``."""
     cdef Py_ssize_t l, off = 0
     for l in range(net.n_layers):
         net.a_off[l] = off
         off += rows * net.sizes[l + 1]
     net.work_size = off
+    net.z_shift = 0
+    if _keeps_z(net.activation) and net.n_layers > 1:
+        net.z_shift = off
+        net.work_size = off + net.a_off[net.n_layers - 1]
 
 
 cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
@@ -70,7 +82,7 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
     cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0
     if L < 1:
         raise ValueError("sizes must hold at least two entries (inputs and outputs).")
-    if activation < ACT_IDENTITY or activation > ACT_RELU:
+    if activation < ACT_IDENTITY or activation > ACT_LAST:
         raise ValueError(f"unknown activation code {activation}")
     if loss < LOSS_SQUARED or loss > LOSS_ABSOLUTE:
         raise ValueError(f"unknown loss code {loss}")
@@ -90,7 +102,7 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
         width += sizes[l + 1]
         if total > limit:
             raise OverflowError("the network has too many parameters")
-    if rows > limit // width:
+    if rows > limit // (2 * width if _keeps_z(activation) else width):
         raise OverflowError(f"a workspace of {rows} rows x {width} units is too large")
     net.n_layers = <int> L
     net.sizes = <Py_ssize_t*> malloc((4 * L + 1) * sizeof(Py_ssize_t))
@@ -109,8 +121,8 @@ cdef Net _net_new(const Py_ssize_t[::1] sizes, int activation, int loss,
         net.b_off[l] = off
         off += sizes[l + 1]
     net.n_params = off
-    _net_set_rows(&net, rows)
     net.activation = activation
+    _net_set_rows(&net, rows)
     net.loss = loss
     net.huber_delta = huber_delta
     net.n_threads = fp_omp_max_threads()
@@ -124,13 +136,14 @@ cdef inline Py_ssize_t _rows_for(Net* net) noexcept nogil:
     cdef Py_ssize_t total = 0, l
     for l in range(net.n_layers):
         total += net.sizes[l + 1]
-    return net.work_size // total
+    return (net.z_shift if net.z_shift > 0 else net.work_size) // total
 
 
 cdef void _bias_activation(
     floating* Z,              # INOUT (n, c): Z + b, then the activation, in place
     const floating* b,        # IN    (c,)
     Py_ssize_t n, Py_ssize_t c, int activation, int n_threads,
+    Py_ssize_t zs,            # gelu, silu: Z + b is also kept at Z + zs (Net.z_shift)
 ) noexcept nogil:
     """One pass over a GEMM output: add the intercepts and apply the activation."""
     cdef Py_ssize_t i
@@ -139,20 +152,27 @@ cdef void _bias_activation(
         # Purely elementwise: the result does not depend on the thread count.
         team = fp_team_threads(n_threads)
         for i in prange(n, schedule="static", num_threads=team):
-            _bias_activation_cols(Z + i * c, c, b, 1, c, activation)
+            _bias_activation_cols(Z + i * c, c, b, 1, c, activation, zs)
     else:
-        _bias_activation_cols(Z, c, b, n, c, activation)
+        _bias_activation_cols(Z, c, b, n, c, activation, zs)
 
 
 cdef inline void _bias_activation_cols(
     floating* Z,              # INOUT (n, c), rows ld apart
     Py_ssize_t ld, const floating* b, Py_ssize_t n, Py_ssize_t c, int activation,
+    Py_ssize_t zs,            # gelu, silu: Z + b is also kept at Z + zs, rows ld apart
 ) noexcept nogil:
-    """``_bias_activation`` on a block of columns of a wider output (csrc/fp_layer.h)."""
-    if floating is float:
-        fp_bias_act_f(Z, ld, b, n, c, activation)
+    """``_bias_activation`` on a block of columns of a wider output (csrc/fp_layer.h).
+    The activations after ReLU have loops of their own, chosen once per call."""
+    if activation <= ACT_RELU:
+        if floating is float:
+            fp_bias_act_f(Z, ld, b, n, c, activation)
+        else:
+            fp_bias_act_d(Z, ld, b, n, c, activation)
+    elif floating is float:
+        fp_bias_act_ext_f(Z, ld, Z + zs, b, n, c, activation)
     else:
-        fp_bias_act_d(Z, ld, b, n, c, activation)
+        fp_bias_act_ext_d(Z, ld, Z + zs, b, n, c, activation)
 
 
 cdef inline Py_ssize_t _csr_row(const CSR* csr, Py_ssize_t i) noexcept nogil:
@@ -233,9 +253,20 @@ cdef inline void _dropout_derivative_colsum(
     floating* gb,             # INOUT (c,): += column sums of the new D
     Py_ssize_t b, Py_ssize_t r0, Py_ssize_t j0,
 ) noexcept nogil:
-    """``_derivative_colsum`` of a dropped layer (csrc/fp_dropout.h)."""
+    """``_derivative_colsum`` of a dropped layer (csrc/fp_dropout.h). The activations
+    after ReLU take the mask into D and A back to f(Z) first, then their usual
+    derivative pass (through A, or the kept Z)."""
     cdef double p = net.dropout[l]
     cdef unsigned long long key = fp_dropout_key(net.dropout_seed, b, l)
+    if net.activation > ACT_RELU:
+        if floating is float:
+            fp_dropout_unscale_f(D, <float*> A, n, c, ld, key, r0, j0,
+                                 fp_dropout_threshold(p), 1.0 / (1.0 - p))
+        else:
+            fp_dropout_unscale_d(D, <double*> A, n, c, ld, key, r0, j0,
+                                 fp_dropout_threshold(p), 1.0 / (1.0 - p))
+        _derivative_colsum(D, A, n, c, ld, net.activation, gb, net.z_shift)
+        return
     if floating is float:
         fp_dropout_deriv_colsum_f(D, A, n, c, ld, net.activation, gb, key, r0, j0,
                                   fp_dropout_threshold(p), 1.0 / (1.0 - p))
@@ -276,7 +307,8 @@ cdef void _forward(
                   <floating> 1.0, A, <int> n_in, params + net.w_off[l], <int> n_out,
                   <floating> 0.0, Z, <int> n_out)
         _bias_activation(Z, params + net.b_off[l], n, n_out,
-                         net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads)
+                         net.activation if l < L - 1 else ACT_IDENTITY, net.n_threads,
+                         net.z_shift)
         if _drops(net, l):
             _dropout_cols(net, l, Z, n_out, n, n_out, b, r0, 0)
         A = Z
@@ -284,17 +316,24 @@ cdef void _forward(
 
 cdef inline void _derivative_colsum(
     floating* D,              # INOUT (n, c), rows ld apart: D * f'(Z), with f' written
-                              #       through A = f(Z)
+                              #       through A = f(Z), or through Z for gelu and silu
     const floating* A,        # IN    (n, c), rows ld apart: the layer's activations
     Py_ssize_t n, Py_ssize_t c, Py_ssize_t ld, int activation,
     floating* gb,             # INOUT (c,): += column sums of the new D
+    Py_ssize_t zs,            # gelu, silu: the layer's Z sits at A + zs (Net.z_shift)
 ) noexcept nogil:
     """delta_{l-1} = D * f'(Z) and its column sums (dL/db_{l-1}), in one pass over D
-    (csrc/fp_layer.h)."""
-    if floating is float:
-        fp_deriv_colsum_f(D, A, n, c, ld, activation, gb)
+    (csrc/fp_layer.h). The activations after ReLU have loops of their own, chosen once
+    per call."""
+    if activation <= ACT_RELU:
+        if floating is float:
+            fp_deriv_colsum_f(D, A, n, c, ld, activation, gb)
+        else:
+            fp_deriv_colsum_d(D, A, n, c, ld, activation, gb)
+    elif floating is float:
+        fp_deriv_ext_f(D, A, A + zs, n, c, ld, activation, gb)
     else:
-        fp_deriv_colsum_d(D, A, n, c, ld, activation, gb)
+        fp_deriv_ext_d(D, A, A + zs, n, c, ld, activation, gb)
 
 
 cdef inline void _backward_layer(
@@ -333,7 +372,7 @@ cdef inline void _backward_layer(
                                        grads + net.b_off[l - 1], b, r0, 0)
         else:
             _derivative_colsum(D_prev, A_prev, n, n_in, n_in, net.activation,
-                               grads + net.b_off[l - 1])
+                               grads + net.b_off[l - 1], net.z_shift)
 
 
 cdef void _backward(

@@ -203,7 +203,8 @@ def epoch_partition(const Py_ssize_t[::1] sizes not None, Py_ssize_t batch_size,
     - ``("whole", 1, batch_size)``: one gradient per minibatch, the step fused in.
     - ``("rows", K, r)``: K parts of r rows (the last one gets the rest), each with its
       own workspace and gradient buffer: ``acts`` and ``deltas`` hold K x r x
-      sum(sizes[1:]), ``grads2`` (K - 1) x n_params.
+      sum(sizes[1:]) (K x ``core.work_len(sizes, r, activation)``: more for gelu and
+      silu), ``grads2`` (K - 1) x n_params.
     - ``("units", K, batch_size)``: every layer's units in K parts; whole workspaces.
 
     The partition depends on the shapes only. A team of up to K threads runs the parts
