@@ -345,7 +345,7 @@ class MLPEstimator(
             return None
         if self.solver == "lbfgs":
             raise ValueError(
-                "dropout is for the stochastic solvers ('sgd', 'adam'); "
+                f"dropout is for the stochastic solvers {tuple(_STOCHASTIC_SOLVERS)}; "
                 "solver='lbfgs' trains without it: set dropout=0.0."
             )
         return rates
