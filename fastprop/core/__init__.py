@@ -303,6 +303,14 @@ def input_gradients_flat(params, sizes, X, *, activation, loss):
     return out
 
 
+def _flat_dtype(params):
+    """The dtype of an optimizer step's flat vectors: ``params``'s, float32 or float64."""
+    dtype = np.asarray(params).dtype
+    if dtype.type not in (np.float32, np.float64):
+        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    return dtype
+
+
 def _check_flat(dtype, **arrays):
     for name, a in arrays.items():
         if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype != dtype:
@@ -313,9 +321,7 @@ def _check_flat(dtype, **arrays):
 
 def sgd_update(params, grads, velocity, *, learning_rate, momentum, nesterov):
     """Compiled twin of :func:`fastprop.reference.sgd_update` (in place)."""
-    dtype = np.asarray(params).dtype
-    if dtype.type not in (np.float32, np.float64):
-        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    dtype = _flat_dtype(params)
     _check_flat(dtype, params=params, grads=grads, velocity=velocity)
     learning_rate, momentum = check_sgd_hyper(learning_rate, momentum)
     _kernels.sgd_update(
@@ -326,9 +332,7 @@ def sgd_update(params, grads, velocity, *, learning_rate, momentum, nesterov):
 
 def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilon):
     """Compiled twin of :func:`fastprop.reference.adam_update` (in place)."""
-    dtype = np.asarray(params).dtype
-    if dtype.type not in (np.float32, np.float64):
-        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    dtype = _flat_dtype(params)
     _check_flat(dtype, params=params, grads=grads, m=m, v=v)
     t, learning_rate, beta_1, beta_2, epsilon = check_adam_hyper(
         t, learning_rate, beta_1, beta_2, epsilon
@@ -341,9 +345,7 @@ def adam_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilo
 
 def rmsprop_update(params, grads, v, *, learning_rate, rho, epsilon):
     """Compiled twin of :func:`fastprop.reference.rmsprop_update` (in place)."""
-    dtype = np.asarray(params).dtype
-    if dtype.type not in (np.float32, np.float64):
-        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    dtype = _flat_dtype(params)
     _check_flat(dtype, params=params, grads=grads, v=v)
     learning_rate, rho, epsilon = check_rmsprop_hyper(learning_rate, rho, epsilon)
     _kernels.rmsprop_update(params, grads, v, learning_rate=learning_rate, rho=rho,
@@ -353,9 +355,7 @@ def rmsprop_update(params, grads, v, *, learning_rate, rho, epsilon):
 def adamw_update(params, grads, m, v, *, t, learning_rate, beta_1, beta_2, epsilon,
                  weight_decay, n_coef):
     """Compiled twin of :func:`fastprop.reference.adamw_update` (in place)."""
-    dtype = np.asarray(params).dtype
-    if dtype.type not in (np.float32, np.float64):
-        raise TypeError(f"params must be float32 or float64, got {dtype}.")
+    dtype = _flat_dtype(params)
     _check_flat(dtype, params=params, grads=grads, m=m, v=v)
     t, learning_rate, beta_1, beta_2, epsilon, weight_decay = check_adamw_hyper(
         t, learning_rate, beta_1, beta_2, epsilon, weight_decay
