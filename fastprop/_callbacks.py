@@ -6,9 +6,9 @@ callbacks as its own estimators do: ``est.set_callbacks(ProgressBar())``,
 propagated from a ``Pipeline`` or ``GridSearchCV`` carrying callbacks. The task tree of
 a fit:
 
-- ``fit`` with ``solver='sgd'`` / ``'adam'``: the fit is the root task, and each epoch
-  is one subtask (``task_name='epoch'``). An ``on_fit_task_end`` returning True stops
-  the fit after that epoch: the model is then the one ``max_iter`` equal to that epoch
+- ``fit`` with a stochastic solver ('sgd', 'adam', 'rmsprop', 'adamw'): the fit is the
+  root task, and each epoch is one subtask (``task_name='epoch'``). An
+  ``on_fit_task_end`` returning True stops the fit after that epoch: the model is then the one ``max_iter`` equal to that epoch
   would have given (with ``early_stopping``, the best epoch's weights so far, restored
   as at the end of any fit), without a ``ConvergenceWarning``.
 - ``fit`` with ``solver='lbfgs'``: each L-BFGS iteration is one subtask
