@@ -8,9 +8,10 @@ a fit:
 
 - ``fit`` with a stochastic solver ('sgd', 'adam', 'rmsprop', 'adamw'): the fit is the
   root task, and each epoch is one subtask (``task_name='epoch'``). An
-  ``on_fit_task_end`` returning True stops the fit after that epoch: the model is then the one ``max_iter`` equal to that epoch
-  would have given (with ``early_stopping``, the best epoch's weights so far, restored
-  as at the end of any fit), without a ``ConvergenceWarning``.
+  ``on_fit_task_end`` returning True stops the fit after that epoch: the model is then
+  the one ``max_iter`` equal to that epoch would have given (with ``early_stopping``,
+  the best epoch's weights so far, restored as at the end of any fit), without a
+  ``ConvergenceWarning``.
 - ``fit`` with ``solver='lbfgs'``: each L-BFGS iteration is one subtask
   (``task_name='lbfgs-iter'``), seen through SciPy's ``callback``; True stops the fit
   with the weights of that iteration. A subtask that starts (a function evaluation) but
