@@ -168,4 +168,17 @@ FP_DISPATCH static void fp_deriv_ext_##SUF(T *D, const T *A, const T *K, ptrdiff
 FP_DEFINE_LAYER_EXT_LOOPS(float, f)
 FP_DEFINE_LAYER_EXT_LOOPS(double, d)
 
+
+/* Whether the calling thread has yet to warm its BLAS workspace in one precision (0:
+   float, 1: double): true on the first call per thread and precision, false after
+   (fastprop/core/_layers.pxi, _warm_blas, says why a thread warms it). */
+static __thread int fp_blas_warmed[2];
+
+static inline int fp_blas_warm_first(int dbl) {
+    if (fp_blas_warmed[dbl])
+        return 0;
+    fp_blas_warmed[dbl] = 1;
+    return 1;
+}
+
 #endif

@@ -51,7 +51,7 @@ to share.
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy, memset
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from scipy.linalg.cython_blas cimport sgemm, dgemm

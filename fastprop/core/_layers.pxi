@@ -37,7 +37,7 @@ cdef inline double _log1pexp(floating x) noexcept nogil:
         return fp_log1pexp_d(x)
 
 
-cdef inline void _gemm(
+cdef inline void _blas_gemm(
     bint trans_a, bint trans_b, int m, int n, int k,
     floating alpha, const floating* a, int lda, const floating* b, int ldb,
     floating beta, floating* c, int ldc,
@@ -51,6 +51,51 @@ cdef inline void _gemm(
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
               &beta, c, &ldc)
+
+
+# A thread's first product in each precision is preceded by one product, on zeros, that
+# warms the thread's BLAS workspace. OpenBLAS packs op(B) of its column-major product
+# (fastprop's A: _blas_gemm swaps the operands) into a workspace of its own per thread,
+# and its x86 kernels prefetch the packed panel after the one they multiply. When the
+# product's rows (fastprop's columns: a layer's units) fit one block, every panel is
+# packed into the same slot, so the prefetch lands one panel further, in workspace
+# pages that no product ever wrote. Under nested paging (virtual machines) each
+# prefetch of a page that is not present walks both page tables and caches nothing,
+# every time: on a 2-core AMD EPYC VM, a W3 minibatch's 512 x 784 times 784 x 256
+# float32 product ran at 12 GFLOP/s so, and at 36 GFLOP/s once the pages were present
+# (benchmarks/README.md, "The BLAS workspace"). A product with rows enough for several
+# blocks packs op(B) across the workspace and makes those pages present for the
+# thread's life: BLAS_WARM_COLS columns of fastprop's C do, in float32 and float64,
+# with OpenBLAS's blockings for x86, in about 10 ms.
+cdef int BLAS_WARM_ROWS = 256
+cdef int BLAS_WARM_DEPTH = 256
+cdef int BLAS_WARM_COLS = 1024
+
+
+cdef void _warm_blas(floating alpha) noexcept nogil:
+    """One BLAS_WARM_ROWS x BLAS_WARM_DEPTH times BLAS_WARM_DEPTH x BLAS_WARM_COLS
+    product on zeros, in alpha's precision (see BLAS_WARM_COLS). Skipped when the
+    scratch cannot be allocated: it changes only the speed of later products."""
+    cdef int m = BLAS_WARM_ROWS, k = BLAS_WARM_DEPTH, n = BLAS_WARM_COLS
+    cdef floating* a = <floating*> calloc(<size_t> m * k + <size_t> k * n
+                                          + <size_t> m * n, sizeof(floating))
+    if a == NULL:
+        return
+    _blas_gemm(False, False, m, n, k, alpha, a, k, a + <size_t> m * k, n,
+               <floating> 0.0, a + <size_t> m * k + <size_t> k * n, n)
+    free(a)
+
+
+cdef inline void _gemm(
+    bint trans_a, bint trans_b, int m, int n, int k,
+    floating alpha, const floating* a, int lda, const floating* b, int ldb,
+    floating beta, floating* c, int ldc,
+) noexcept nogil:
+    """Row-major C (m, n) = alpha * op(A) @ op(B) + beta * C, via column-major BLAS; the
+    calling thread's first product in this precision warms its workspace first."""
+    if fp_blas_warm_first(floating is double):
+        _warm_blas(<floating> 1.0)
+    _blas_gemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
 cdef inline bint _keeps_z(int activation) noexcept nogil:
