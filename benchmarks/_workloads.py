@@ -29,6 +29,9 @@ Contenders:
                 layer: ``A @ W`` forward, ``A.T @ D`` and, below the first layer,
                 ``D @ W.T`` backward) with ``np.matmul(..., out=...)`` into preallocated
                 arrays, on contiguous row slices of X (no gathering): NumPy's OpenBLAS
+
+``make_contender`` first warms NumPy's BLAS workspace on the calling thread, once per
+dtype, as fastprop warms its own (``warm_numpy_blas``).
 """
 
 import math
@@ -526,7 +529,31 @@ FEATURES = {
 }
 
 
+_WARM = set()
+
+
+def warm_numpy_blas(dtype):
+    """A product on zeros, 256 x 256 times 256 x 1024 in ``dtype``, through NumPy's
+    BLAS on the calling thread, once per thread and dtype: fastprop's own warm-up
+    (benchmarks/README.md, "The BLAS workspace"). A cold workspace ran some products at a
+    third of their speed, so without it the floor, scikit-learn and the NumPy reference
+    would be timed slower than they can run, depending on which products their process
+    happened to run first."""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    key = (threading.get_ident(), np.dtype(dtype).str)
+    if key not in _WARM:
+        a, b = np.zeros((256, 256), dtype), np.zeros((256, 1024), dtype)
+        with threadpool_limits(1, user_api="blas"):
+            np.matmul(a, b)   # the calling thread's workspace: products run unthreaded
+        np.matmul(a, b)       # and those of BLAS's own threads, at the pass's limit
+        _WARM.add(key)
+
+
 def make_contender(name, key, data):
+    warm_numpy_blas(data.X.dtype)
     if name.startswith("fastprop+"):
         return FastpropContender(key, data, **FEATURES[name[len("fastprop+"):]])
     cls = {"fastprop": FastpropContender, "sklearn": SklearnContender,

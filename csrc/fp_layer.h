@@ -181,4 +181,6 @@ static inline int fp_blas_warm_first(int dbl) {
     return 1;
 }
 
+static inline int fp_blas_is_warm(int dbl) { return fp_blas_warmed[dbl]; }
+
 #endif

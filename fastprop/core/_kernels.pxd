@@ -70,6 +70,7 @@ cdef extern from "fp_layer.h" nogil:
     int fp_copy_check_f(float* dst, const float* src, Py_ssize_t n)
     int fp_copy_check_d(double* dst, const double* src, Py_ssize_t n)
     bint fp_blas_warm_first(int dbl)
+    bint fp_blas_is_warm(int dbl)
 
 cdef extern from "fp_dropout.h" nogil:
     unsigned long long fp_dropout_key(unsigned long long seed, Py_ssize_t b, Py_ssize_t l)

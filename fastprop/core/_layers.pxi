@@ -86,6 +86,12 @@ cdef void _warm_blas(floating alpha) noexcept nogil:
     free(a)
 
 
+def blas_warmed():
+    """(float32, float64): whether the calling thread has warmed its BLAS workspace in
+    each precision, as its first product through fastprop does (see BLAS_WARM_COLS)."""
+    return bool(fp_blas_is_warm(0)), bool(fp_blas_is_warm(1))
+
+
 cdef inline void _gemm(
     bint trans_a, bint trans_b, int m, int n, int k,
     floating alpha, const floating* a, int lda, const floating* b, int ldb,
