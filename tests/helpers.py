@@ -359,10 +359,12 @@ class NumpyTrainer:
     """What Trainer.run_epoch must do, written with fastprop.reference."""
 
     def __init__(self, sizes, activation, loss, params, solver, learning_rate, momentum=0.9,
-                 nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8):
+                 nesterov=True, beta_1=0.9, beta_2=0.999, epsilon=1e-8, rho=0.9,
+                 weight_decay=0.0):
         self.sizes, self.activation, self.loss, self.params = sizes, activation, loss, params
         self.solver, self.lr, self.momentum, self.nesterov = solver, learning_rate, momentum, nesterov
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
+        self.rho, self.weight_decay = rho, weight_decay
         self.state_1 = np.zeros_like(params)
         self.state_2 = np.zeros_like(params)
         self.t = 0
@@ -386,6 +388,17 @@ class NumpyTrainer:
             if self.solver == "sgd":
                 reference.sgd_update(self.params, grads, self.state_1, learning_rate=self.lr,
                                      momentum=self.momentum, nesterov=self.nesterov)
+            elif self.solver == "rmsprop":
+                reference.rmsprop_update(self.params, grads, self.state_1,
+                                         learning_rate=self.lr, rho=self.rho,
+                                         epsilon=self.epsilon)
+            elif self.solver == "adamw":
+                self.t += 1
+                reference.adamw_update(
+                    self.params, grads, self.state_1, self.state_2, t=self.t,
+                    learning_rate=self.lr, beta_1=self.beta_1, beta_2=self.beta_2,
+                    epsilon=self.epsilon, weight_decay=self.weight_decay,
+                    n_coef=int(sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:]))))
             else:
                 self.t += 1
                 reference.adam_update(self.params, grads, self.state_1, self.state_2,

@@ -21,9 +21,8 @@ from .helpers import (
     EPOCH_TOL,
     LOSSES,
     assert_epoch_close,
+    NumpyTrainer,
     csr_split_from,
-    flat_pack,
-    flat_unpack,
     seed_of,
     split_from,
     trainer_problem,
@@ -35,10 +34,6 @@ NEW = {
     "adamw": dict(solver="adamw", learning_rate=0.01, beta_1=0.8, beta_2=0.99,
                   epsilon=1e-6, weight_decay=0.5),
 }
-
-
-def _n_coef(sizes):
-    return int(sum(a * b for a, b in zip(sizes[:-1], sizes[1:])))
 
 
 # =======================================================================================
@@ -146,53 +141,11 @@ def test_new_update_errors():
 # =======================================================================================
 
 
-class RefLoop:
-    """What Trainer.run_epoch must do for the new solvers, with fastprop.reference."""
-
-    def __init__(self, sizes, activation, loss, params, solver, learning_rate, rho=0.9,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, weight_decay=0.0):
-        self.sizes, self.activation, self.loss, self.params = sizes, activation, loss, params
-        self.solver, self.lr, self.rho, self.epsilon = solver, learning_rate, rho, epsilon
-        self.beta_1, self.beta_2, self.weight_decay = beta_1, beta_2, weight_decay
-        self.state_1 = np.zeros_like(params)
-        self.state_2 = np.zeros_like(params)
-        self.t = 0
-
-    def run_epoch(self, X, Y, *, batch_size, alpha=0.0, sample_weight=None, order=None):
-        idx = np.arange(X.shape[0]) if order is None else np.asarray(order)
-        n = len(idx)
-        batch_size = max(1, min(batch_size, n))
-        acc = 0.0
-        for start in range(0, n, batch_size):
-            b = idx[start:start + batch_size]
-            swb = None if sample_weight is None else sample_weight[b]
-            if swb is not None and not swb.sum() > 0:
-                continue
-            coefs, intercepts = flat_unpack(self.params, self.sizes)
-            value, cg, ig = reference.loss_and_gradients(
-                coefs, intercepts, X[b], Y[b], activation=self.activation, loss=self.loss,
-                alpha=alpha, sample_weight=swb)
-            grads = flat_pack(cg, ig)
-            acc += float(value) * len(b)
-            if self.solver == "rmsprop":
-                reference.rmsprop_update(self.params, grads, self.state_1,
-                                         learning_rate=self.lr, rho=self.rho,
-                                         epsilon=self.epsilon)
-            else:
-                self.t += 1
-                reference.adamw_update(
-                    self.params, grads, self.state_1, self.state_2, t=self.t,
-                    learning_rate=self.lr, beta_1=self.beta_1, beta_2=self.beta_2,
-                    epsilon=self.epsilon, weight_decay=self.weight_decay,
-                    n_coef=_n_coef(self.sizes))
-        return acc
-
-
 def _epochs_match(p, params, solver, dtype, rng, shuffled, kind, X=None, batches=(7, 5)):
     hyper = NEW[solver]
     alpha = 0.3 if solver == "rmsprop" else 0.0  # adamw's epochs carry no L2 term
     trainer = core.Trainer(p.sizes, p.activation, p.loss, params.copy(), **hyper)
-    expect = RefLoop(p.sizes, p.activation, p.loss, params.copy(), **hyper)
+    expect = NumpyTrainer(p.sizes, p.activation, p.loss, params.copy(), **hyper)
     X = p.X if X is None else X
     n = p.Y.shape[0]
     for epoch, batch_size in enumerate(batches):
