@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_allclose, assert_array_equal
-from scipy.special import expit, log_softmax, ndtr, softmax, xlogy
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -32,13 +31,17 @@ from .helpers import (
     NumpyTrainer,
     REORDER_TOL,
     SOLVERS,
+    _act,
     assert_epoch_close,
     assert_result_close,
     csr_split_from,
     fd_gradient,
     flat_grad,
+    hidden_preactivations,
     flat_unpack,
     make_problem,
+    np_forward,
+    np_loss,
     seed_of,
     split_from,
     tol,
@@ -50,64 +53,9 @@ KEEPS_Z = ("gelu", "silu")
 KINKED = ("leaky_relu", "elu")  # f' jumps (leaky_relu) or f'' jumps (elu) at 0
 
 
-# -- an independent writing of the activations, in float64 --------------------------------
-
 def indep_act(Z, name):
-    Z = np.asarray(Z, dtype=np.float64)
-    if name == "leaky_relu":
-        return np.where(Z > 0, Z, 0.01 * Z)
-    if name == "elu":
-        return np.where(Z > 0, Z, np.exp(np.minimum(Z, 0)) - 1)
-    if name == "softplus":
-        return np.logaddexp(0, Z)
-    if name == "gelu":
-        # 0.5 z (1 + erf(z / sqrt 2)) = z Phi(z), Phi (ndtr) accurate in both tails
-        return Z * ndtr(Z)
-    if name == "silu":
-        return Z * expit(Z)
-    if name == "identity":
-        return Z
-    if name == "exp":
-        return np.exp(Z)
-    if name == "softmax":
-        return softmax(Z, axis=1)
-    if name == "logistic":
-        return expit(Z)
-    raise ValueError(name)
-
-
-OUT = {"squared_error": "identity", "poisson": "exp", "log_loss": "softmax",
-       "binary_log_loss": "logistic"}
-
-
-def indep_preacts(coefs, intercepts, X, activation):
-    """Every layer's pre-activation Z_1..Z_L, float64."""
-    A, Zs = np.asarray(X, dtype=np.float64), []
-    for l, (W, b) in enumerate(zip(coefs, intercepts)):
-        Z = A @ np.asarray(W, np.float64) + np.asarray(b, np.float64)
-        Zs.append(Z)
-        A = indep_act(Z, activation)
-    return Zs
-
-
-def indep_forward(coefs, intercepts, X, activation, loss):
-    return indep_act(indep_preacts(coefs, intercepts, X, activation)[-1], OUT[loss])
-
-
-def indep_loss(coefs, intercepts, X, Y, activation, loss, alpha=0.0, sample_weight=None):
-    Z = indep_preacts(coefs, intercepts, X, activation)[-1]
-    Y = np.asarray(Y, dtype=np.float64)
-    if loss == "squared_error":
-        per = 0.5 * ((Z - Y) ** 2).sum(axis=1)
-    elif loss == "poisson":
-        per = (xlogy(Y, Y) - Y * Z - Y + np.exp(Z)).sum(axis=1)
-    elif loss == "log_loss":
-        per = -(Y * log_softmax(Z, axis=1)).sum(axis=1)
-    else:
-        per = (Y * np.logaddexp(0, -Z) + (1 - Y) * np.logaddexp(0, Z)).sum(axis=1)
-    w = np.ones(len(per)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    penalty = 0.5 * alpha * sum(float((np.asarray(W, np.float64) ** 2).sum()) for W in coefs)
-    return float(((w * per).sum() + penalty) / w.sum())
+    """The activation from its formula, in float64 (tests/helpers.py)."""
+    return _act(np.asarray(Z, dtype=np.float64), name)
 
 
 def problem(loss, dtype, activation, sizes, n=9, seed=0, weighted=True, alpha=0.3,
@@ -118,7 +66,7 @@ def problem(loss, dtype, activation, sizes, n=9, seed=0, weighted=True, alpha=0.
         p = make_problem(n_samples=n, sizes=sizes, activation=activation, loss=loss,
                          dtype=np.float64, seed=seed + 7919 * attempt, alpha=alpha,
                          weighted=weighted)
-        Zs = indep_preacts(p.coefs, p.intercepts, p.X, activation)[:-1]
+        Zs = hidden_preactivations(p.coefs, p.intercepts, p.X, activation)
         if (margin is None or activation not in KINKED or not Zs
                 or min(np.abs(Z).min() for Z in Zs) >= margin):
             return p.astype(dtype)
@@ -201,7 +149,7 @@ def test_core_matches_reference(activation, loss, hidden, dtype):
     for r, g in zip(ref[1] + ref[2], got[1] + got[2]):
         assert g.dtype == dtype and r.dtype == dtype
     # the reference's loss is the loss written independently
-    assert_allclose(float(ref[0]), indep_loss(*p.args(), **p.kwargs()),
+    assert_allclose(float(ref[0]), np_loss(*p.args(), **p.kwargs()),
                     rtol=1e-12 if dtype == np.float64 else 1e-5)
 
 
@@ -214,7 +162,7 @@ def test_gradients_match_finite_differences(activation, loss, hidden):
 
     def f(flat):
         coefs, intercepts = flat_unpack(flat, p.sizes)
-        return indep_loss(coefs, intercepts, p.X, p.Y, activation, loss, p.alpha,
+        return np_loss(coefs, intercepts, p.X, p.Y, activation, loss, p.alpha,
                           p.sample_weight)
 
     fd = fd_gradient(f, p.flat())
@@ -228,7 +176,7 @@ def test_gradients_match_finite_differences(activation, loss, hidden):
 
     def f32(flat):
         coefs, intercepts = flat_unpack(flat, p.sizes)
-        return indep_loss(coefs, intercepts, point.X, point.Y, activation, loss, p.alpha,
+        return np_loss(coefs, intercepts, point.X, point.Y, activation, loss, p.alpha,
                           point.sample_weight)
 
     fd32 = fd_gradient(f32, point.flat())
@@ -314,7 +262,7 @@ def test_forward_and_input_gradients(activation, loss, dtype):
         kw = dict(activation=activation, loss=loss)
         P = reference.forward(p.coefs, p.intercepts, p.X, **kw)
         assert P.dtype == dtype
-        assert_allclose(P, indep_forward(p.coefs, p.intercepts, p.X, activation, loss),
+        assert_allclose(P, np_forward(p.coefs, p.intercepts, p.X, activation, loss),
                         rtol=t["rtol"], atol=t["atol_factor"] * np.abs(P).max())
         G = reference.input_gradients(p.coefs, p.intercepts, p.X, **kw)
         params = p.flat().astype(dtype)
@@ -335,8 +283,8 @@ def test_forward_and_input_gradients(activation, loss, dtype):
             for j in range(sizes[0]):
                 e = np.zeros(sizes[0])
                 e[j] = h
-                fd[:, :, j] = (indep_forward(p.coefs, p.intercepts, p.X + e, activation, loss)
-                               - indep_forward(p.coefs, p.intercepts, p.X - e, activation,
+                fd[:, :, j] = (np_forward(p.coefs, p.intercepts, p.X + e, activation, loss)
+                               - np_forward(p.coefs, p.intercepts, p.X - e, activation,
                                                loss)) / (2 * h)
             assert_allclose(G, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
