@@ -6,6 +6,8 @@ Usage::
 
     python benchmarks/bench_ab.py --base ../fastprop-before            # vs this checkout
     python benchmarks/bench_ab.py --base A --head B --workloads W1,W4 --threads 1,2
+    python benchmarks/bench_ab.py --base . --base-env FASTPROP_BLAS=scipy   # one build,
+                                                                            # two settings
 
 Each build is a source tree with its extension built in place (``python setup.py
 build_ext --inplace``; this checkout may be an editable install instead). Two builds
@@ -16,7 +18,8 @@ base, head, head, base, ... round after round. A block builds the workload's est
 runs one untimed epoch (``partial_fit``) and then ``--epochs`` timed ones. The statistic
 is the median over rounds of the per-round ratio head / base of the block medians:
 pairing each head block with the base block beside it cancels the drift of a shared
-machine, which moves both alike.
+machine, which moves both alike. ``--base-env`` / ``--head-env NAME=VALUE`` (repeatable)
+set environment variables in one side's processes: the same build under two settings.
 """
 
 import argparse
@@ -51,9 +54,10 @@ BLOCK = textwrap.dedent("""
 """)
 
 
-def block(root, key, threads, epochs):
+def block(root, key, threads, epochs, extra_env=()):
     env = dict(os.environ, PYTHONPATH=root)
     env.pop("OMP_NUM_THREADS", None)
+    env.update(extra_env)
     code = BLOCK.format(bench=HERE, root=os.path.realpath(root), threads=threads, key=key,
                         epochs=epochs)
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd="/", check=True,
@@ -70,12 +74,23 @@ def main(argv=None):
     p.add_argument("--threads", default="1,2")
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per block")
+    p.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the base's processes (repeatable)")
+    p.add_argument("--head-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="an environment variable for the head's processes (repeatable)")
     p.add_argument("--output", default=None, metavar="FILE.json")
     args = p.parse_args(argv)
+    envs = {}
+    for which in ("base", "head"):
+        pairs = getattr(args, f"{which}_env")
+        if any("=" not in pair for pair in pairs):
+            p.error(f"--{which}-env takes NAME=VALUE")
+        envs[which] = dict(pair.split("=", 1) for pair in pairs)
     sys.path.insert(0, HERE)
     from _workloads import cpu_name
 
-    print(f"# bench_ab: {cpu_name()}; base {args.base}, head {args.head}; "
+    print(f"# bench_ab: {cpu_name()}; base {args.base} {envs['base'] or ''}, "
+          f"head {args.head} {envs['head'] or ''}; "
           f"{args.rounds} rounds x {args.epochs} epochs per block")
     print(f"{'wl':<3} {'thr':>3} {'base s':>9} {'head s':>9} {'head/base':>9} "
           f"{'per round':>30}")
@@ -88,7 +103,7 @@ def main(argv=None):
                 for which in order:
                     root = args.base if which == "base" else args.head
                     (base if which == "base" else head).append(
-                        block(root, key, nt, args.epochs))
+                        block(root, key, nt, args.epochs, envs[which]))
             ratios = [h / b for h, b in zip(head, base)]
             cell = {"workload": key, "threads": nt, "base_s": base, "head_s": head,
                     "ratio_per_round": ratios, "ratio": statistics.median(ratios)}
@@ -99,6 +114,7 @@ def main(argv=None):
     if args.output:
         with open(args.output, "w") as f:
             json.dump({"cpu": cpu_name(), "base": args.base, "head": args.head,
+                       "base_env": envs["base"], "head_env": envs["head"],
                        "rounds": args.rounds, "epochs": args.epochs, "cells": cells},
                       f, indent=1)
     return 0

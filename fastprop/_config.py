@@ -52,7 +52,7 @@ def config():
     import sklearn
 
     from . import __version__
-    from .core import _kernels
+    from .core import _kernels, gemm_library
 
     info = _build_info()
     cpu_simd, build_simd = _simd_level(getattr(_kernels, "SIMD_DISPATCH", False))
@@ -82,6 +82,7 @@ def config():
         "openmp_threads": _kernels.openmp_max_threads(),
         "simd_cpu": cpu_simd,
         "simd_kernels": build_simd,
+        "gemm": gemm_library(),
         "blas_and_threadpools": blas,
     }
 
@@ -102,6 +103,11 @@ def show_config():
     print("\nruntime:")
     for key in ("python", "platform", "numpy", "scipy", "scikit-learn"):
         print("  %-14s %s" % (key + ":", cfg[key]))
+    gemm = cfg["gemm"]
+    print("  %-14s %s" % ("products:", 
+        "scipy.linalg.cython_blas" if gemm["via"] != "direct" else
+        "OpenBLAS %s%s, %s" % (gemm["version"], " (64-bit integers)" if gemm["ilp64"] else "",
+                               gemm["filepath"])))
     print("\nthread pools (BLAS, OpenMP):")
     for pool in cfg["blas_and_threadpools"]:
         print("  " + ", ".join("%s=%s" % kv for kv in pool.items()))

@@ -36,8 +36,11 @@ from .._validation import (
     check_rmsprop_hyper,
     check_sgd_hyper,
 )
-from . import _kernels
+from . import _blas, _kernels
+from ._blas import gemm_library
 from ._team import blas_held, split_team
+
+_blas.choose()  # which BLAS the products call, once, before any product
 
 __all__ = [
     "loss_and_gradients",
@@ -51,6 +54,7 @@ __all__ = [
     "dropout_mask",
     "LossGradient",
     "blas_held",
+    "gemm_library",
     "pack",
     "unpack",
     "ACTIVATION_CODES",

@@ -23,8 +23,10 @@ and silu, whose derivative needs the pre-activation, the hidden layers' Z_1..Z_{
 follow, each ``Net.z_shift`` entries after its A_l (``fastprop.core.work_len`` gives the
 length).
 
-Matrix products go to scipy's BLAS. BLAS is column-major; a row-major C = A @ B is the
-column-major C^T = B^T @ A^T, so operands are swapped (as sklearn/utils/_cython_blas.pyx).
+Matrix products go to scipy's BLAS (cython_blas), or to a newer OpenBLAS the process has
+loaded (NumPy's; ``_blas.py`` chooses at import). BLAS is column-major; a row-major
+C = A @ B is the column-major C^T = B^T @ A^T, so operands are swapped (as
+sklearn/utils/_cython_blas.pyx).
 
 Layout. One extension module, in parts it includes, each found by its name:
 
@@ -53,6 +55,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t, uintptr_t
 from cpython.pyport cimport PY_SSIZE_T_MAX
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 

@@ -37,6 +37,22 @@ cdef inline double _log1pexp(floating x) noexcept nogil:
         return fp_log1pexp_d(x)
 
 
+# Which ?gemm_ the products call (fastprop/core/_blas.py chooses, once, at import):
+# scipy's cython_blas, or the ?gemm_ of another OpenBLAS the process has loaded (NumPy's),
+# with 32- or 64-bit integers. The same Fortran interface either way.
+ctypedef void (*_gemm32_fn)(const char*, const char*, const int*, const int*, const int*,
+                            const void*, const void*, const int*, const void*, const int*,
+                            const void*, void*, const int*) noexcept nogil
+ctypedef void (*_gemm64_fn)(const char*, const char*, const int64_t*, const int64_t*,
+                            const int64_t*, const void*, const void*, const int64_t*,
+                            const void*, const int64_t*, const void*, void*,
+                            const int64_t*) noexcept nogil
+cdef void* _gemm_route[2]  # float, double: another library's ?gemm_, NULL for scipy's
+_gemm_route[0] = NULL
+_gemm_route[1] = NULL
+cdef bint _gemm_route_ilp64 = False
+
+
 cdef inline void _blas_gemm(
     bint trans_a, bint trans_b, int m, int n, int k,
     floating alpha, const floating* a, int lda, const floating* b, int ldb,
@@ -45,12 +61,35 @@ cdef inline void _blas_gemm(
     """Row-major C (m, n) = alpha * op(A) @ op(B) + beta * C, via column-major BLAS."""
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
-    if floating is float:
+    cdef void* route = _gemm_route[1 if floating is double else 0]
+    cdef int64_t m64, n64, k64, lda64, ldb64, ldc64
+    if route != NULL:
+        if _gemm_route_ilp64:
+            m64, n64, k64, lda64, ldb64, ldc64 = m, n, k, lda, ldb, ldc
+            (<_gemm64_fn> route)(&tb, &ta, &n64, &m64, &k64, &alpha, b, &ldb64, a, &lda64,
+                                 &beta, c, &ldc64)
+        else:
+            (<_gemm32_fn> route)(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c,
+                                 &ldc)
+    elif floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float*> b, &ldb, <float*> a, &lda,
               &beta, c, &ldc)
     else:
         dgemm(&tb, &ta, &n, &m, &k, &alpha, <double*> b, &ldb, <double*> a, &lda,
               &beta, c, &ldc)
+
+
+def _route_gemm(uintptr_t sgemm_address, uintptr_t dgemm_address, bint ilp64):
+    """Send every product to the Fortran ``sgemm_`` and ``dgemm_`` at these addresses,
+    with 64-bit integers if ``ilp64``; (0, 0) goes back to scipy's cython_blas. For
+    fastprop/core/_blas.py, at import, before any product: a product running while the
+    route changes could read half of it."""
+    global _gemm_route_ilp64
+    if (sgemm_address == 0) != (dgemm_address == 0):
+        raise ValueError("sgemm and dgemm are routed together")
+    _gemm_route_ilp64 = ilp64
+    _gemm_route[0] = <void*> sgemm_address
+    _gemm_route[1] = <void*> dgemm_address
 
 
 # A thread's first product in each precision is preceded by one product, on zeros, that
