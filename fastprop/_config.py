@@ -104,10 +104,12 @@ def show_config():
     for key in ("python", "platform", "numpy", "scipy", "scikit-learn"):
         print("  %-14s %s" % (key + ":", cfg[key]))
     gemm = cfg["gemm"]
-    print("  %-14s %s" % ("products:", 
-        "scipy.linalg.cython_blas" if gemm["via"] != "direct" else
-        "OpenBLAS %s%s, %s" % (gemm["version"], " (64-bit integers)" if gemm["ilp64"] else "",
-                               gemm["filepath"])))
+    if gemm["via"] == "direct":
+        products = "OpenBLAS %s%s, %s" % (
+            gemm["version"], " (64-bit integers)" if gemm["ilp64"] else "", gemm["filepath"])
+    else:
+        products = "scipy.linalg.cython_blas"
+    print("  %-14s %s" % ("products:", products))
     print("\nthread pools (BLAS, OpenMP):")
     for pool in cfg["blas_and_threadpools"]:
         print("  " + ", ".join("%s=%s" % kv for kv in pool.items()))
