@@ -65,11 +65,8 @@ def main(argv=None):
 
     from fastprop.core import _blas, gemm_library
 
-    libs = []
-    for version, filepath in _blas._loaded_openblas():
-        gemms = _blas._openblas_gemms(filepath)
-        if gemms is not None:
-            libs.append((".".join(map(str, version)), filepath, gemms))
+    libs = [(".".join(map(str, version)), filepath, gemms)
+            for version, filepath, gemms in _blas._loaded_openblas()]
     if len(libs) < 2:
         print("fewer than two OpenBLAS libraries loaded: nothing to compare")
         return 0

@@ -74,16 +74,20 @@ def _openblas_gemms(filepath):
 
 
 def _loaded_openblas():
-    """The OpenBLAS libraries loaded in the process, as threadpoolctl sees them:
-    [(version tuple, filepath)]. Importing fastprop loads NumPy's and SciPy's BLAS."""
+    """The OpenBLAS libraries loaded in the process (as threadpoolctl sees them) whose
+    ``sgemm_``/``dgemm_`` fastprop can call: [(version tuple, filepath, (sgemm_ address,
+    dgemm_ address, ilp64))], oldest release first. Importing fastprop loads NumPy's and
+    SciPy's BLAS."""
     try:
         from threadpoolctl import ThreadpoolController
 
         ctl = ThreadpoolController().select(internal_api="openblas")
-        return [(_version(lc.version), lc.filepath) for lc in ctl.lib_controllers
-                if lc.filepath]
+        found = [(_version(lc.version), lc.filepath) for lc in ctl.lib_controllers
+                 if lc.filepath]
     except Exception:  # threadpoolctl missing, or unable to inspect this process
         return []
+    libs = [(version, filepath, _openblas_gemms(filepath)) for version, filepath in found]
+    return sorted((lib for lib in libs if lib[2] is not None), key=lambda lib: lib[0])
 
 
 def choose(setting=None):
@@ -98,12 +102,7 @@ def choose(setting=None):
         warnings.warn(f"FASTPROP_BLAS={setting!r} is not one of 'auto', 'scipy'; "
                       "using 'auto'", RuntimeWarning, stacklevel=2)
         setting = "auto"
-    libs = []
-    for version, filepath in _loaded_openblas():
-        gemms = _openblas_gemms(filepath)
-        if gemms is not None:
-            libs.append((version, filepath, gemms))
-    libs.sort(key=lambda lib: lib[0])
+    libs = _loaded_openblas()
     # SciPy's is one of them (NumPy's the other, in the wheels): route only to a release
     # newer than every other one loaded. With one OpenBLAS, SciPy's BLAS may well be
     # another library (MKL, say): stay with it.
