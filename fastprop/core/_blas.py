@@ -5,7 +5,7 @@ scipy's ``cython_blas``, the way scikit-learn's Cython reaches BLAS. A process t
 imports fastprop has a second BLAS loaded as well: NumPy's. The NumPy and SciPy wheels
 each bundle an OpenBLAS, and not always the same release. With NumPy 2.4 and SciPy 1.17,
 NumPy's is 0.3.31 and SciPy's 0.3.30, whose x86-64 packing routines are scalar code:
-fastprop's W1 products ran 6-12 % slower through SciPy's (benchmarks/README.md, "Which
+fastprop's W1 products ran 6-7 % slower through SciPy's (benchmarks/README.md, "Which
 BLAS").
 
 So at import, when the process has loaded two or more OpenBLAS libraries and one is a
